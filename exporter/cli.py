@@ -1,0 +1,152 @@
+"""Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`.
+
+Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failure,
+2 configuration error (the message names file, path and value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.server import DEFAULT_PORT
+
+log = logging.getLogger("exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="runbook-exporter",
+        description="Prometheus exporter for PostgreSQL job queues, database health and app "
+        "health endpoints.",
+    )
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="runbook-exporter.yml",
+        help="configuration file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=f":{DEFAULT_PORT}",
+        help="address to serve /metrics on (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print what would be collected, exit 0 or 2",
+    )
+    p.add_argument("--version", action="version", version=f"runbook-exporter {__version__}")
+    sub = p.add_subparsers(dest="command")
+    d = sub.add_parser(
+        "doctor",
+        help="connect to every target and check tables, columns, "
+        "indexes and extensions; exit 0 when all is well, 1 on findings, 2 on "
+        "config errors",
+    )
+    d.add_argument("--config.file", dest="config_file", default="runbook-exporter.yml")
+    demo = sub.add_parser(
+        "demo",
+        help="run the exporter against an embedded throwaway "
+        "PostgreSQL seeded with a sample queue, plus a sample app",
+    )
+    demo.add_argument("--web.listen-address", dest="listen", default=f"127.0.0.1:{DEFAULT_PORT}")
+    demo.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        help="inject an incident (repeatable): backlog, stuck, pool",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="stop after this many seconds (0: run until interrupted)",
+    )
+    return p
+
+
+def summary(config: Config, source: str) -> str:
+    from exporter import collectors
+
+    lines = [f"{source}: configuration is valid"]
+    for t in config.targets:
+        enabled = [n for n in collectors.DB_COLLECTORS if getattr(t.collectors, n).enabled]
+        lines.append(f"target {t.name} ({t.safe_dsn()})")
+        for n in enabled:
+            s = getattr(t.collectors, n)
+            lines.append(
+                f"  collector {n}: every {t.interval_of(s):g}s, timeout {t.timeout_of(s):g}s"
+            )
+        for q in t.queues:
+            th = q.thresholds
+            lines.append(
+                f"  queue {q.label}: table {q.table}, stuck after {q.stuck_after:g}s, "
+                f"depth warning > {th.depth_warning}, critical > {th.depth_critical}"
+            )
+    for a in config.apps:
+        lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
+        for e in a.endpoints:
+            lines.append(f"  endpoint {e.name}: {e.url}")
+    return "\n".join(lines)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(config: Config, listen: str, stop: threading.Event | None = None) -> int:
+    from exporter.runtime import Exporter
+    from exporter.server import HTTPServer
+
+    exporter = Exporter(config)
+    try:
+        server = HTTPServer(exporter, listen)
+    except (OSError, ValueError) as e:
+        log.error("cannot listen", extra={"address": listen, "error": str(e)})
+        return 1
+    exporter.start()
+    server.start()
+    log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down")
+    server.stop()
+    exporter.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from exporter import logs
+
+    logs.setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "logfmt"))
+    if args.command == "demo":
+        from exporter.demo import run_demo
+
+        return run_demo(args.listen, args.incident, args.duration)
+    config = _load(args.config_file)
+    if args.command == "doctor":
+        from exporter.doctor import run_doctor
+
+        return run_doctor(config)
+    if args.check_config:
+        print(summary(config, args.config_file))
+        return 0
+    return serve(config, args.listen)

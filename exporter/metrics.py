@@ -1,0 +1,100 @@
+"""Metric specifications: one declaration per metric, used to build families and the docs.
+
+Every metric the exporter serves is declared once with `spec(...)` next to the code that feeds
+it. The declaration builds fresh metric families for each collection run and is the source of
+docs/metrics.md, so the reference cannot drift from the code (tests/test_metrics_reference.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+Kind = Literal["gauge", "counter", "histogram", "info"]
+
+SPECS: dict[str, MetricSpec] = {}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # without the _total / _info suffix that client_python appends
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    source: str  # module that feeds it, for the reference
+
+    @property
+    def exposed_name(self) -> str:
+        """The name as it appears in the text exposition (the sample name for counters)."""
+        if self.kind == "counter":
+            return f"{self.name}_total"
+        if self.kind == "info":
+            return f"{self.name}_info"
+        return self.name
+
+    def family(self) -> Metric:
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=self.labels)
+        if self.kind == "histogram":
+            return HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        return InfoMetricFamily(self.name, self.help, labels=self.labels)
+
+    def one(self, value: float, *labelvalues: str) -> Metric:
+        """A family holding a single sample: the common case of a per-target gauge."""
+        fam = self.family()
+        fam.add_metric(list(labelvalues), value)
+        return fam
+
+
+def spec(name: str, kind: Kind, help: str, labels: Sequence[str], source: str) -> MetricSpec:
+    if name in SPECS and SPECS[name] != MetricSpec(name, kind, help, tuple(labels), source):
+        raise ValueError(f"metric {name} declared twice with different definitions")
+    s = MetricSpec(name, kind, help, tuple(labels), source)
+    SPECS[name] = s
+    return s
+
+
+def merge(families: Iterable[Metric]) -> list[Metric]:
+    """Merge families of the same name (one per target or endpoint) into one family each.
+
+    The text format allows one HELP/TYPE block per name, so the samples of every target's
+    `runbook_queue_jobs` must be served under a single family.
+    """
+    merged: dict[str, Metric] = {}
+    for fam in families:
+        have = merged.get(fam.name)
+        if have is None:
+            copy = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+            copy.samples = list(fam.samples)
+            merged[fam.name] = copy
+        else:
+            have.samples.extend(fam.samples)
+    return list(merged.values())
+
+
+def load_all_specs() -> dict[str, MetricSpec]:
+    """Import every module that declares metrics, so SPECS is complete (for docs and tests)."""
+    import importlib
+    import pkgutil
+
+    import exporter
+    import exporter.collectors
+    import exporter.probes
+
+    for pkg in (exporter, exporter.collectors, exporter.probes):
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if mod.name.startswith("_"):
+                continue  # __main__ would run the CLI
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return dict(sorted(SPECS.items()))

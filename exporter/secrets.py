@@ -1,0 +1,33 @@
+"""Keep secrets out of logs, metrics and error texts.
+
+Every secret the exporter reads (DSN passwords, auth headers, basic-auth passwords) is
+registered here when it is loaded; `redact` replaces any registered secret, and any
+password embedded in a URI, before a text is logged or shown.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+REDACTED = "<redacted>"
+
+
+def register_secret(value: str) -> None:
+    if value and len(value) >= 3:  # shorter strings would redact ordinary words
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    text = _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    text = _KV_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for s in secrets:
+        text = text.replace(s, REDACTED)
+    return text

@@ -1,0 +1,57 @@
+"""Scraping the running exporter over real HTTP and reading values from the text format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples = [s for f in self.families.values() for s in f.samples]
+
+    def values(self, name: str, **labels: str) -> list[float]:
+        return [
+            s.value
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The one sample matching name and labels; None when absent; error when ambiguous."""
+        vals = self.values(name, **labels)
+        if len(vals) > 1:
+            raise AssertionError(f"{name}{labels} matches {len(vals)} samples")
+        return vals[0] if vals else None
+
+    def labelsets(self, name: str) -> list[dict[str, str]]:
+        return [s.labels for s in self.samples if s.name == name]
+
+
+def scrape(url: str) -> Scrape:
+    r = httpx.get(url, timeout=10)
+    r.raise_for_status()
+    return Scrape(r.text)
+
+
+def wait_for(
+    url: str, predicate: Callable[[Scrape], Any], timeout: float = 20, what: str = ""
+) -> Scrape:
+    """Scrape until predicate holds (bounded by timeout); fail with the last scrape's values."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = scrape(url)
+        try:
+            if predicate(s):
+                return s
+        except (TypeError, AssertionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.25)

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
@@ -109,7 +110,12 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
-def serve(config: Config, listen: str, stop: threading.Event | None = None) -> int:
+def serve(
+    config: Config,
+    listen: str,
+    stop: threading.Event | None = None,
+    announce: Callable[[int, str], None] | None = None,
+) -> int:
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
 
@@ -122,6 +128,8 @@ def serve(config: Config, listen: str, stop: threading.Event | None = None) -> i
     exporter.start()
     server.start()
     log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
+    if announce:
+        announce(server.port, server.httpd.server_address[0])
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

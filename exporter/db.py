@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import psycopg
 
@@ -21,6 +22,21 @@ from exporter.secrets import redact
 log = logging.getLogger("exporter.db")
 APPLICATION_NAME = "runbook-exporter"
 BACKOFF_MAX = 30.0
+# Appended to every statement the exporter sends, so the statements collector can leave the
+# exporter's own work out of pg_stat_statements (which keeps trailing comments; PostgreSQL 18
+# drops leading ones).
+SQL_MARKER = "/* runbook-exporter */"
+
+
+class MarkedCursor(psycopg.AsyncCursor):
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> MarkedCursor:
+        if isinstance(query, str):
+            query = f"{query}\n{SQL_MARKER}"
+        elif isinstance(query, bytes):
+            query = query + b"\n" + SQL_MARKER.encode()
+        elif isinstance(query, psycopg.sql.Composable):
+            query = query + psycopg.sql.SQL("\n" + SQL_MARKER)
+        return await super().execute(query, params, **kwargs)
 
 
 class TargetUnavailable(Exception):
@@ -64,12 +80,14 @@ class TargetDB:
                 f"not connected ({self.last_error}); retrying in {self._next_attempt - now:.0f}s"
             )
         t = self.target
+        conn: psycopg.AsyncConnection | None = None
         try:
             conn = await psycopg.AsyncConnection.connect(
                 t.conninfo(),
                 autocommit=True,
                 application_name=APPLICATION_NAME,
                 connect_timeout=int(t.connect_timeout),
+                cursor_factory=MarkedCursor,
             )
             # SET rather than the `options` startup parameter: poolers such as pgbouncer and
             # Supabase's pooler reject `options`, but accept these in session mode
@@ -85,6 +103,9 @@ class TargetDB:
                 ),
             )
         except Exception as e:
+            if conn is not None:  # connected but the session setup failed: do not leak it
+                with suppress(Exception):
+                    await conn.close()
             self.up = 0
             self.last_error = redact(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
             self._next_attempt = time.monotonic() + self._backoff

@@ -1,0 +1,390 @@
+"""`runbook-exporter doctor`: check every target against the configuration, before the
+exporter runs into it at 3 a.m.
+
+For each target: can we connect (the DSN is shown without its password), can the role read the
+statistics views (pg_monitor), is pg_stat_statements installed and loaded. For each queue: do
+its table and columns exist with usable types and privileges (the same catalog check the
+collector runs, with the same config-path messages), and can an index serve each of the
+collector's queries -- the actual queries are EXPLAINed with sequential scans disabled, so a
+small table still shows which index the planner would use. For every query no index serves,
+the exact `CREATE INDEX CONCURRENTLY` statement is printed.
+
+Exit codes: 0 all well, 1 findings (a missing table or index counts: the checks ran and found
+something to fix), 2 a target could not be checked (no password, cannot connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.collectors import queues as qc
+from exporter.config import Config, ConfigError, Queue, Target
+from exporter.secrets import redact
+
+APPLICATION_NAME = "runbook-exporter-doctor"
+
+
+@dataclass
+class Report:
+    findings: int = 0
+    errors: int = 0
+
+    def line(self, level: str, text: str, indent: int = 1, fix: str | None = None) -> None:
+        pad = "  " * indent
+        print(f"{pad}{level:<8} {redact(text)}")
+        if fix:
+            for fix_line in fix.splitlines():
+                print(f"{pad}           {fix_line}")
+
+    def ok(self, text: str, indent: int = 1) -> None:
+        self.line("ok", text, indent)
+
+    def note(self, text: str, indent: int = 1) -> None:
+        self.line("note", text, indent)
+
+    def finding(self, text: str, indent: int = 1, fix: str | None = None) -> None:
+        self.findings += 1
+        self.line("FINDING", text, indent, fix)
+
+    def error(self, text: str, indent: int = 1) -> None:
+        self.errors += 1
+        self.line("ERROR", text, indent)
+
+
+def run_doctor(config: Config) -> int:
+    report = Report()
+    asyncio.run(_doctor(config, report))
+    print(f"doctor: {report.findings} finding(s), {report.errors} error(s)")
+    if report.errors:
+        return 2
+    return 1 if report.findings else 0
+
+
+async def _doctor(config: Config, report: Report) -> None:
+    if not config.targets:
+        print("no database targets configured")
+    for t in config.targets:
+        print(f"target {t.name} ({t.safe_dsn()})")
+        try:
+            conninfo = t.conninfo()
+        except ConfigError as e:
+            report.error(str(e))
+            continue
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                conninfo,
+                autocommit=True,
+                application_name=APPLICATION_NAME,
+                connect_timeout=int(t.connect_timeout),
+            )
+        except Exception as e:  # the message may name host and user, never the password
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            report.error(f"cannot connect: {first}")
+            continue
+        try:
+            async with conn:
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false),"
+                    " set_config('default_transaction_read_only', 'on', false)",
+                    (f"{int(t.statement_timeout * 1000)}ms",),
+                )
+                await check_target(conn, t, report)
+        except psycopg.Error as e:
+            report.error(f"check aborted: {type(e).__name__}: {str(e).strip()}")
+
+
+async def _one(conn: psycopg.AsyncConnection, query: Any, params: Any = None) -> Any:
+    cur = await conn.execute(query, params, prepare=False)
+    return await cur.fetchone()
+
+
+async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report) -> None:
+    user, version, monitor = await _one(
+        conn,
+        "SELECT current_user::text, current_setting('server_version'),"
+        " pg_has_role(current_user, 'pg_monitor', 'USAGE')",
+    )
+    report.ok(f'connected: PostgreSQL {version} as role "{user}"')
+    if monitor:
+        report.ok("the role can read every session and statement statistic (pg_monitor)")
+    else:
+        (quoted,) = await _one(conn, "SELECT quote_ident(current_user)")
+        report.finding(
+            "the role is not a member of pg_monitor: other sessions' queries and "
+            "pg_stat_statements texts are hidden from it",
+            fix=f"GRANT pg_monitor TO {quoted};",
+        )
+    await check_pg_stat_statements(conn, t, report)
+    for q in t.queues:
+        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
+        await check_queue(conn, t, q, report)
+
+
+async def check_pg_stat_statements(
+    conn: psycopg.AsyncConnection, t: Target, report: Report
+) -> None:
+    report_missing = report.finding if t.collectors.statements.enabled else report.note
+    row = await _one(
+        conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'"
+    )
+    if row is None:
+        report_missing(
+            "pg_stat_statements is not installed in this database (slow-statement metrics need "
+            "it; it must also be in shared_preload_libraries)",
+            fix="CREATE EXTENSION pg_stat_statements;",
+        )
+        return
+    try:
+        await _one(conn, "SELECT 1 FROM pg_stat_statements LIMIT 1")
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        report_missing(
+            "pg_stat_statements is installed but not loaded",
+            fix="ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';"
+            "  -- append to any existing value, then restart PostgreSQL",
+        )
+        return
+    except psycopg.errors.InsufficientPrivilege:
+        report_missing("the role cannot read pg_stat_statements", fix="GRANT pg_monitor TO ...;")
+        return
+    report.ok(f"pg_stat_statements {row[0]} is installed and loaded")
+
+
+# --- queues -----------------------------------------------------------------------------
+
+INDEXES_SQL = """
+SELECT c.relname::text, i.indisvalid, i.indpred IS NOT NULL, pg_get_indexdef(i.indexrelid),
+       n.nspname::text
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid = %(rel)s::regclass
+   OR i.indrelid IN (SELECT relid FROM pg_partition_tree(%(rel)s::regclass))
+"""
+
+
+async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report: Report) -> None:
+    info = await qc.table_info(conn, q.table)
+    dlq = await qc.table_info(conn, q.dead_letter_table) if q.dead_letter_table else None
+    problems = qc.queue_problems(qc.queue_path(t, q), q, info, dlq)
+    for p in problems:
+        report.finding(p, indent=2)
+    if problems or info is None:
+        return
+    cols = ", ".join(
+        f"{c} {info.columns[c].type}"
+        for c in (q.status_column, q.created_at_column, q.updated_at_column, q.retry_count_column)
+        if c is not None
+    )
+    report.ok(f"table and columns: {cols}", indent=2)
+    if q.retry_count_column is None:
+        report.note(
+            "no retry_count_column: runbook_queue_retries_exhausted_jobs is always 0", indent=2
+        )
+    for c in (q.created_at_column, q.updated_at_column):
+        if info.columns[c].type == "timestamp without time zone":
+            report.note(
+                f'column "{c}" has no time zone: ages assume the writers use the server\'s '
+                "TimeZone setting",
+                indent=2,
+            )
+    regclass = sql.Identifier(*q.table.split(".", 1)).as_string(conn)
+    indexes = {
+        name: (valid, partial, definition, schema)
+        for name, valid, partial, definition, schema in await _all(
+            conn, INDEXES_SQL, {"rel": regclass}
+        )
+    }
+    for name, (valid, _, _, schema) in sorted(indexes.items()):
+        if not valid:  # left behind by a failed CREATE INDEX CONCURRENTLY; still maintained
+            fix = (
+                f"DROP INDEX CONCURRENTLY {await _quote(conn, schema)}.{await _quote(conn, name)};"
+            )
+            report.finding(f"index {name} is invalid: no query uses it", indent=2, fix=fix)
+    if info.relkind in ("v", "m", "f"):
+        report.note(f"{q.table} is a view or foreign table: index checks skipped", indent=2)
+    else:
+        for query in qc.queries(q):
+            if query.index_column is not None:
+                await check_index(conn, q, info.relkind, query, indexes, report)
+    await check_terminal(conn, q, report)
+    await check_unmapped(conn, q, report)
+    if q.dead_letter_table:
+        (n,) = await _one(conn, qc.dead_letter_query(q).text)
+        report.note(
+            f"dead-letter table {q.dead_letter_table} holds {n} row(s); it is counted in full "
+            "every run, so keep it cleared (runbook 003: daily)",
+            indent=2,
+        )
+
+
+async def _all(conn: psycopg.AsyncConnection, query: Any, params: Any = None) -> list[tuple]:
+    cur = await conn.execute(query, params, prepare=False)
+    return await cur.fetchall()
+
+
+async def _quote(conn: psycopg.AsyncConnection, name: str) -> str:
+    """Quote an identifier the way PostgreSQL prints it (bare when it can be)."""
+    (quoted,) = await _one(conn, "SELECT quote_ident(%s)", (name,))
+    return quoted
+
+
+def _plan_nodes(node: dict) -> list[dict]:
+    out = [node]
+    for child in node.get("Plans", []):
+        out.extend(_plan_nodes(child))
+    return out
+
+
+async def explain(conn: psycopg.AsyncConnection, query: qc.Query) -> dict:
+    """The query's plan with sequential scans disabled: on a small table the planner would
+    rightly prefer a seq scan, and we want to know whether it *can* use an index."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        rows = await _all(conn, sql.SQL("EXPLAIN (FORMAT JSON) ") + query.text, query.params)
+    return rows[0][0][0]["Plan"]
+
+
+def index_serves(plan: dict, column: str, quoted: str, partial: set[str], status: str) -> bool:
+    """Whether every scan of the plan is an index scan that bounds the rows read: an Index
+    Cond on `column`, or (for the status column) a partial index whose predicate the planner
+    proved from the query's status list. A full scan of an unrelated index does not count."""
+    pattern = re.compile(rf"(?<![\w\"]){re.escape(quoted)}(?![\w\"])")
+    scans = 0
+    for node in _plan_nodes(plan):
+        if node["Node Type"] == "Seq Scan":
+            return False
+        name = node.get("Index Name")
+        if name is None:
+            continue
+        scans += 1
+        bounded = bool(pattern.search(node.get("Index Cond", "")))
+        if not bounded and not (column == status and name in partial):
+            return False
+    return scans > 0
+
+
+async def create_index_statement(
+    conn: psycopg.AsyncConnection,
+    q: Queue,
+    relkind: str,
+    query: qc.Query,
+    existing: set[str],
+) -> str:
+    schema, table = q.table.split(".", 1)
+    if query.name == "active":
+        column, statuses, suffix = q.status_column, qc.active_statuses(q), "active"
+    else:
+        column, statuses, suffix = q.updated_at_column, qc.finished_statuses(q), "recent"
+    base = f"{table[:50]}_{suffix}_idx"
+    name = base
+    for i in range(2, 100):  # a name not taken in the schema (bounded: at most 98 tries)
+        if name not in existing:
+            (taken,) = await _one(
+                conn,
+                "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)",
+                (schema, name),
+            )
+            if not taken:
+                break
+        name = f"{base}{i}"
+    values = ", ".join(sql.Literal(v).as_string(conn) for v in statuses)
+    # CONCURRENTLY does not block writers, but PostgreSQL refuses it on a partitioned table
+    how = "CREATE INDEX" if relkind == "p" else "CREATE INDEX CONCURRENTLY"
+    return (
+        f"{how} {await _quote(conn, name)} ON {await _quote(conn, schema)}."
+        f"{await _quote(conn, table)} ({await _quote(conn, column)})"
+        f" WHERE {await _quote(conn, q.status_column)} IN ({values});"
+    )
+
+
+async def check_index(
+    conn: psycopg.AsyncConnection,
+    q: Queue,
+    relkind: str,
+    query: qc.Query,
+    indexes: dict[str, tuple[bool, bool, str, str]],
+    report: Report,
+) -> None:
+    what = {
+        "active": "counting pending/processing/failed jobs",
+        "recent": "counting recently finished jobs",
+    }[query.name]
+    column = query.index_column or q.status_column
+    plan = await explain(conn, query)
+    partial = {name for name, (valid, is_partial, _, _) in indexes.items() if valid and is_partial}
+    used = sorted({n["Index Name"] for n in _plan_nodes(plan) if "Index Name" in n})
+    if index_serves(plan, column, await _quote(conn, column), partial, q.status_column):
+        report.ok(f"{query.name} query ({what}) uses index {', '.join(used)}", indent=2)
+        return
+    stmt = await create_index_statement(conn, q, relkind, query, set(indexes))
+    how = f"reads index {', '.join(used)} in full" if used else "scans the whole table"
+    report.finding(
+        f"{query.name} query ({what}) {how}: it gets slower as the table grows; create",
+        indent=2,
+        fix=stmt,
+    )
+
+
+async def check_terminal(conn: psycopg.AsyncConnection, q: Queue, report: Report) -> None:
+    if q.count_terminal == "off" or not q.statuses.completed:
+        report.note("completed jobs are not counted (count_terminal: off)", indent=2)
+        return
+    if q.count_terminal == "exact":
+        report.note(
+            "count_terminal: exact counts every completed row on each run: O(table); "
+            "estimate reads planner statistics instead",
+            indent=2,
+        )
+        return
+    schema, table = q.table.split(".", 1)
+    # the estimate needs the status column's most common values, which only ANALYZE gathers
+    # (CREATE INDEX and VACUUM set the row count but not the column statistics)
+    has_stats, analyzed = await _one(
+        conn,
+        "SELECT EXISTS (SELECT FROM pg_stats WHERE schemaname = %(s)s AND tablename = %(t)s"
+        " AND attname = %(c)s),"
+        " (SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_all_tables"
+        " WHERE schemaname = %(s)s AND relname = %(t)s)",
+        {"s": schema, "t": table, "c": q.status_column},
+    )
+    if not has_stats:
+        report.finding(
+            "the status column has no planner statistics: the completed estimate is a guess "
+            "until autovacuum or you analyze the table",
+            indent=2,
+            fix=f"ANALYZE {await _quote(conn, schema)}.{await _quote(conn, table)};",
+        )
+        return
+    est = await qc.estimate_rows(conn, qc.completed_query(q))
+    when = f"last analyzed {analyzed:%Y-%m-%d %H:%M:%S %Z}" if analyzed else "analyze time unknown"
+    report.ok(f"completed jobs estimated at {est:.0f} from planner statistics ({when})", indent=2)
+
+
+async def check_unmapped(conn: psycopg.AsyncConnection, q: Queue, report: Report) -> None:
+    """Status values the planner has seen that no role maps: they are not counted at all."""
+    schema, table = q.table.split(".", 1)
+    row = await _one(
+        conn,
+        "SELECT most_common_vals::text::text[], most_common_freqs FROM pg_stats"
+        " WHERE schemaname = %s AND tablename = %s AND attname = %s",
+        (schema, table, q.status_column),
+    )
+    if not row or row[0] is None:
+        return
+    mapped = q.statuses.role_of()
+    unmapped = [
+        f"{v!r} (~{f:.1%})" for v, f in zip(row[0], row[1], strict=False) if v not in mapped
+    ]
+    if unmapped:
+        report.note(
+            "status values no role maps (not counted; map them under statuses if they "
+            f"matter): {', '.join(unmapped)}",
+            indent=2,
+        )

@@ -1,0 +1,125 @@
+"""The tables collector against real bloat: dead tuples in a table autovacuum leaves alone, an
+index nobody scans, an index left invalid by a failed CREATE INDEX CONCURRENTLY, vacuum and
+analyze ages, and the top-N bound. Values are read from real scrapes of the exporter."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.helpers import Scrape
+
+
+def target(dsn: str, **tables: object) -> dict:
+    return {
+        "name": "app",
+        "dsn": dsn,
+        "collect_interval": "1s",
+        "collectors": {"tables": {"interval": "1s", **tables}},  # default 60s: too slow here
+    }
+
+
+def flush_stats(c: psycopg.Connection) -> None:
+    """Backends flush table statistics asynchronously; ask for it now where possible."""
+    if c.info.server_version >= 150000:
+        c.execute("SELECT pg_stat_force_next_flush()")
+
+
+def table(s: Scrape, name: str, metric: str) -> float | None:
+    return s.value(f"runbook_pg_table_{metric}", target="app", schema="public", table=name)
+
+
+def test_dead_tuples_and_index_health(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(
+            "CREATE TABLE bloated (id int PRIMARY KEY, v int, code text)"
+            " WITH (autovacuum_enabled = false)"
+        )
+        c.execute("INSERT INTO bloated SELECT g, g % 100, 'c' || g FROM generate_series(1, 2000) g")
+        c.execute("CREATE INDEX bloated_v_idx ON bloated (v)")  # never scanned: unused
+        c.execute("CREATE UNIQUE INDEX bloated_code_key ON bloated (code)")  # unique: needed
+        c.execute("DELETE FROM bloated WHERE id <= 600")  # 30 % dead, over the 20 % of 002
+        c.execute("CREATE TABLE dupes (v int)")
+        c.execute("INSERT INTO dupes VALUES (1), (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            # fails and leaves the index behind, invalid
+            c.execute("CREATE UNIQUE INDEX CONCURRENTLY dupes_v_key ON dupes (v)")
+        c.execute("CREATE TABLE empty (id int)")
+        flush_stats(c)
+    ex = run_exporter({"targets": [target(fresh_db)]})
+    s = ex.wait_for(
+        lambda s: (
+            table(s, "bloated", "dead_tuples") == 600
+            and s.value("runbook_pg_unused_indexes", target="app") == 1
+        ),
+        what="dead tuples and the unused index",
+    )
+    assert table(s, "bloated", "live_tuples") == 1400
+    assert table(s, "bloated", "dead_tuple_ratio") == pytest.approx(0.3)
+    assert table(s, "bloated", "size_bytes") > 0
+    assert table(s, "dupes", "dead_tuple_ratio") == 0
+    assert table(s, "empty", "dead_tuple_ratio") == 0  # no rows at all: 0, not NaN
+    assert s.value("runbook_pg_unused_index_size_bytes", target="app") > 0
+    assert s.value("runbook_pg_invalid_indexes", target="app") == 1
+    # never vacuumed nor analyzed (autovacuum is off for these tables): no age series
+    assert table(s, "bloated", "last_vacuum_age_seconds") is None
+    assert table(s, "bloated", "last_analyze_age_seconds") is None
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("SET enable_seqscan = off")  # make the query use bloated_v_idx
+        c.execute("SELECT count(*) FROM bloated WHERE v = 5")
+        flush_stats(c)
+    s = ex.wait_for(
+        lambda s: s.value("runbook_pg_unused_indexes", target="app") == 0,
+        what="the index counted as used once scanned",
+    )
+    assert s.value("runbook_pg_unused_index_size_bytes", target="app") == 0
+
+
+def test_vacuum_and_analyze_ages(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int) WITH (autovacuum_enabled = false)")
+        c.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        c.execute("DELETE FROM t WHERE id <= 50")
+        flush_stats(c)  # else the DELETE's pending counts land after VACUUM's and re-add 50
+        c.execute("VACUUM t")  # vacuum only: the analyze age stays absent
+        flush_stats(c)
+    ex = run_exporter({"targets": [target(fresh_db)]})
+    s = ex.wait_for(
+        lambda s: table(s, "t", "last_vacuum_age_seconds") is not None,
+        what="the vacuum age",
+    )
+    assert 0 <= table(s, "t", "last_vacuum_age_seconds") < 60
+    assert table(s, "t", "last_analyze_age_seconds") is None
+    assert table(s, "t", "dead_tuples") == 0  # vacuum removed them
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("ANALYZE t")
+    s = ex.wait_for(
+        lambda s: table(s, "t", "last_analyze_age_seconds") is not None,
+        what="the analyze age",
+    )
+    assert 0 <= table(s, "t", "last_analyze_age_seconds") < 60
+
+
+def test_only_top_n_tables_by_size(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for name, rows in (("big", 20000), ("mid", 3000), ("small", 10), ("tiny", 1)):
+            c.execute(f"CREATE TABLE {name} AS SELECT generate_series(1, {rows}) AS id")
+        flush_stats(c)
+    ex = run_exporter({"targets": [target(fresh_db, top_n=2)]})
+
+    def tables(s: Scrape, metric: str) -> set[str]:
+        return {x["table"] for x in s.labelsets(metric) if x["target"] == "app"}
+
+    s = ex.wait_for(
+        lambda s: s.value("runbook_collector_success", target="app", collector="tables") == 1,
+        what="tables collector",
+    )
+    for metric in (
+        "runbook_pg_table_size_bytes",
+        "runbook_pg_table_live_tuples",
+        "runbook_pg_table_dead_tuples",
+        "runbook_pg_table_dead_tuple_ratio",
+    ):
+        assert tables(s, metric) == {"big", "mid"}, metric
+    assert table(s, "big", "size_bytes") > table(s, "mid", "size_bytes")

@@ -95,10 +95,11 @@ class Exporter(Collector):
         for t in config.targets:
             self._add_target(t)
         if config.apps:
-            from exporter.probes.runner import probe_jobs
+            from exporter.probes.runner import probe_jobs, static_families
 
             for job in probe_jobs(config.apps):
                 self.scheduler.add(job)
+            self._static += static_families(config.apps)  # endpoint thresholds, intervals
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 

@@ -1,0 +1,611 @@
+"""Real Prometheus and Alertmanager on 127.0.0.1, for the end-to-end tests and the demo.
+
+`DevStack` starts a `WebhookSink` (a small HTTP server that keeps every notification it is
+sent), an Alertmanager loaded with the shipped `alerts/alertmanager.yml` whose receivers are
+rewritten to point at the sink, and a Prometheus that scrapes one exporter every second or so,
+evaluates the shipped `alerts/*.rules.yml` and sends to that Alertmanager. Every generated or
+rewritten file lives in one temporary directory; the shipped files are only read. The rewrite
+shortens `for:` (and `keep_firing_for:`) and the Alertmanager timers so an incident turns into
+a notification in seconds; everything else of the rules and the routing is used as shipped.
+
+Prometheus and Alertmanager come from Debian's packages (`scripts/setup.sh`): the binaries are
+`prometheus` and `prometheus-alertmanager` (or `alertmanager` elsewhere); the environment
+variables RUNBOOK_PROMETHEUS and RUNBOOK_ALERTMANAGER name others. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from exporter.pgserver import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+ALERTS_DIR = REPO / "alerts"
+LOOPBACK = "127.0.0.1"
+
+
+class ToolMissing(RuntimeError):
+    """Prometheus or Alertmanager is not installed (run scripts/setup.sh)."""
+
+
+def _find(env: str, names: Iterable[str]) -> str:
+    explicit = os.environ.get(env)
+    if explicit:
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise ToolMissing(f"{env}={explicit} is not an executable file")
+        return explicit
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ToolMissing(
+        f"none of {list(names)} found on PATH: run scripts/setup.sh (Debian packages "
+        f"prometheus and prometheus-alertmanager) or set {env}"
+    )
+
+
+def find_prometheus() -> str:
+    return _find("RUNBOOK_PROMETHEUS", ["prometheus"])
+
+
+def find_alertmanager() -> str:
+    return _find("RUNBOOK_ALERTMANAGER", ["alertmanager", "prometheus-alertmanager"])
+
+
+def tools_available() -> bool:
+    try:
+        find_prometheus()
+        find_alertmanager()
+    except ToolMissing:
+        return False
+    return True
+
+
+# --- durations ---------------------------------------------------------------------------
+
+_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_RE = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """A Prometheus duration ("1h30m", "90s", "250ms") in seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    s = text.strip()
+    if s == "0":
+        return 0.0
+    parts = _DURATION_RE.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * (0.001 if u == "ms" else _DURATION_UNITS[u]) for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    return f"{ms // 1000}s"
+
+
+# --- test-time rewrites of the shipped files --------------------------------------------
+
+
+def shorten_rules(doc: dict, max_for: float) -> dict:
+    """A copy of a rules document with every `for:`/`keep_firing_for:` cut to at most max_for.
+
+    Nothing else changes: expressions, labels and annotations stay as shipped.
+    """
+    out = copy.deepcopy(doc)
+    for group in out.get("groups") or []:
+        for rule in group.get("rules") or []:
+            for key in ("for", "keep_firing_for"):
+                if key in rule and parse_duration(rule[key]) > max_for:
+                    rule[key] = format_duration(max_for)
+    return out
+
+
+def rewrite_rule_files(sources: Iterable[Path], dest: Path, max_for: float) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sorted(sources):
+        doc = yaml.safe_load(src.read_text()) or {}
+        target = dest / src.name
+        target.write_text(yaml.safe_dump(shorten_rules(doc, max_for), sort_keys=False))
+        written.append(target)
+    return written
+
+
+@dataclass(frozen=True)
+class AlertmanagerTimers:
+    """Short timers for tests: the shipped values would make a test wait for minutes."""
+
+    group_wait: float = 1.0
+    group_interval: float = 1.0
+    repeat_interval: float = 3600.0  # no repeats within a test: one firing, one resolved
+    resolve_timeout: float = 10.0
+
+
+def _rewrite_routes(route: dict, timers: AlertmanagerTimers, top: bool) -> None:
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        if top or key in route:
+            route[key] = format_duration(getattr(timers, key))
+    for child in route.get("routes") or []:
+        _rewrite_routes(child, timers, top=False)
+
+
+def rewrite_alertmanager_config(
+    doc: dict, sink_url: str, timers: AlertmanagerTimers, base_dir: Path = ALERTS_DIR
+) -> dict:
+    """A copy of an Alertmanager config whose receivers all post to `sink_url/<receiver>`.
+
+    Webhook receivers keep their other settings (send_resolved, max_alerts); any other kind of
+    integration is replaced by a webhook so nothing leaves the machine. HTTP credentials are
+    dropped (the sink wants none); template paths are made absolute. Routing, grouping and
+    inhibition stay as shipped, with `timers` instead of the shipped waits.
+    """
+    out = copy.deepcopy(doc)
+    glob_ = out.setdefault("global", {}) or {}
+    out["global"] = glob_
+    glob_["resolve_timeout"] = format_duration(timers.resolve_timeout)
+    for key in list(glob_):
+        if key.startswith(("slack_", "pagerduty_", "opsgenie_", "smtp_", "wechat_", "victorops_")):
+            del glob_[key]
+    glob_.pop("http_config", None)
+    out["templates"] = [str(base_dir / t) for t in out.get("templates") or []]
+    if not out["templates"]:
+        del out["templates"]
+    _rewrite_routes(out.setdefault("route", {}), timers, top=True)
+    for receiver in out.get("receivers") or []:
+        name = receiver["name"]
+        url = f"{sink_url}/{name}"
+        hooks = []
+        for hook in receiver.get("webhook_configs") or []:
+            h = {k: v for k, v in hook.items() if k not in ("url", "url_file", "http_config")}
+            hooks.append({**h, "url": url})
+        others = [k for k in receiver if k.endswith("_configs") and k != "webhook_configs"]
+        for k in others:
+            del receiver[k]
+        if others and not hooks:
+            hooks.append({"url": url, "send_resolved": True})
+        if hooks:
+            receiver["webhook_configs"] = hooks
+    return out
+
+
+def prometheus_config(
+    scrape_targets: list[str],
+    alertmanager: str,
+    rule_files: list[Path],
+    scrape_interval: float = 1.0,
+    evaluation_interval: float = 1.0,
+) -> dict:
+    interval = format_duration(scrape_interval)
+    return {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": format_duration(evaluation_interval),
+        },
+        "rule_files": [str(p) for p in rule_files],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": [
+            {"job_name": "runbook-exporter", "static_configs": [{"targets": scrape_targets}]}
+        ],
+    }
+
+
+# --- the webhook sink -----------------------------------------------------------------------
+
+
+@dataclass
+class Notification:
+    """One webhook call from Alertmanager (payload version 4)."""
+
+    received_at: float  # time.monotonic() when it arrived
+    path: str
+    payload: dict[str, Any]
+
+    @property
+    def receiver(self) -> str:
+        return str(self.payload.get("receiver", ""))
+
+    @property
+    def status(self) -> str:
+        return str(self.payload.get("status", ""))
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self.payload.get("alerts") or [])
+
+
+@dataclass
+class SinkAlert:
+    """One alert of one notification, with when it arrived and through which receiver."""
+
+    received_at: float
+    receiver: str
+    status: str  # firing or resolved: the alert's own status
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+def _flatten(notifications: Iterable[Notification], since: float) -> list[SinkAlert]:
+    return [
+        SinkAlert(
+            n.received_at,
+            n.receiver,
+            str(a.get("status", "")),
+            dict(a.get("labels") or {}),
+            dict(a.get("annotations") or {}),
+        )
+        for n in notifications
+        if n.received_at >= since
+        for a in n.alerts
+    ]
+
+
+class WebhookSink:
+    """An HTTP server on 127.0.0.1 that keeps every Alertmanager webhook notification."""
+
+    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
+        sink = self
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._notifications: list[Notification] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                try:
+                    payload = json.loads(body or b"{}")
+                except ValueError:
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                sink._add(Notification(time.monotonic(), self.path, payload))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="sink", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> WebhookSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():  # shutdown() would wait forever on a server never started
+            self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _add(self, n: Notification) -> None:
+        with self._changed:
+            self._notifications.append(n)
+            self._changed.notify_all()
+
+    @property
+    def notifications(self) -> list[Notification]:
+        with self._lock:
+            return list(self._notifications)
+
+    def alerts(self, since: float = 0.0) -> list[SinkAlert]:
+        """Every alert of every notification received at or after `since` (monotonic)."""
+        return _flatten(self.notifications, since)
+
+    def wait_for_alert(
+        self,
+        predicate: Callable[[SinkAlert], bool],
+        timeout: float,
+        since: float = 0.0,
+        what: str = "",
+    ) -> SinkAlert:
+        """The first alert received since `since` that matches; AssertionError after timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                got = _flatten(self._notifications, since)
+                for sa in got:
+                    if predicate(sa):
+                        return sa
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(a.status, a.name, a.labels.get("severity")) for a in got]
+                    raise AssertionError(
+                        f"no notification for {what or predicate} within {timeout:g}s; "
+                        f"received since then: {seen}"
+                    )
+                self._changed.wait(min(left, 0.5))
+
+    def __enter__(self) -> WebhookSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- the two servers ----------------------------------------------------------------------
+
+
+class _Server:
+    name = "server"
+
+    def __init__(self, cmd: list[str], port: int, workdir: Path) -> None:
+        self.cmd, self.port, self.workdir = cmd, port, workdir
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self, timeout: float = 30) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} not ready after {timeout:g}s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = httpx.get(f"{self.url}{path}", params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+class Prometheus(_Server):
+    name = "prometheus"
+
+    def __init__(self, config_file: Path, workdir: Path, port: int | None = None) -> None:
+        port = port or free_port()
+        cmd = [
+            find_prometheus(),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--storage.tsdb.retention.time=1d",
+            # resend firing alerts every second, not every minute: Alertmanager learns quickly
+            "--rules.alert.resend-delay=1s",
+            "--log.level=warn",
+        ]
+        super().__init__(cmd, port, workdir)
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query's result (vector: a list of {metric, value})."""
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        body = self.get("/api/v1/query", **params)
+        result = body["data"]["result"]
+        return result if isinstance(result, list) else [{"metric": {}, "value": result}]
+
+    def series(self, match: str) -> list[dict[str, str]]:
+        return self.get("/api/v1/series", **{"match[]": match})["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/alerts")["data"]["alerts"]
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/rules")["data"]["groups"]
+
+    def targets_up(self) -> bool:
+        active = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got = predicate()
+                if got:
+                    return got
+            except (httpx.HTTPError, KeyError, AssertionError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.25)
+
+
+class Alertmanager(_Server):
+    name = "alertmanager"
+
+    def __init__(self, config_file: Path, workdir: Path, port: int | None = None) -> None:
+        port = port or free_port()
+        cmd = [
+            find_alertmanager(),
+            f"--config.file={config_file}",
+            f"--storage.path={workdir / 'alertmanager-data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--cluster.listen-address=",  # no gossip: a single instance, nothing on 0.0.0.0
+            "--log.level=warn",
+        ]
+        super().__init__(cmd, port, workdir)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.get("/api/v2/alerts")
+
+
+# --- the whole stack ------------------------------------------------------------------------
+
+
+class DevStack:
+    """Sink + Alertmanager + Prometheus scraping `scrape_targets` (host:port of exporters).
+
+    Use as a context manager, or call start() and stop(). `max_for` caps every rule's `for:`;
+    scrape and evaluation run every `interval` seconds (1-5 s is the useful range).
+    """
+
+    def __init__(
+        self,
+        scrape_targets: list[str],
+        rules: Iterable[Path] | None = None,
+        alertmanager_config: Path | None = None,
+        interval: float = 1.0,
+        max_for: float = 2.0,
+        timers: AlertmanagerTimers | None = None,
+    ) -> None:
+        if not 0 < interval <= 5:
+            raise ValueError("interval must be within (0, 5] seconds")
+        self.scrape_targets = scrape_targets
+        self.rules = sorted(rules) if rules is not None else sorted(ALERTS_DIR.glob("*.rules.yml"))
+        self.alertmanager_config = alertmanager_config or ALERTS_DIR / "alertmanager.yml"
+        self.interval, self.max_for = interval, max_for
+        self.timers = timers or AlertmanagerTimers()
+        self.workdir = Path(tempfile.mkdtemp(prefix="runbook-devstack-"))
+        self.sink = WebhookSink()
+        self.alertmanager: Alertmanager | None = None
+        self.prometheus: Prometheus | None = None
+
+    def start(self) -> DevStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        if not self.alertmanager_config.is_file():
+            raise FileNotFoundError(f"Alertmanager config {self.alertmanager_config} is missing")
+        if not self.rules:
+            raise FileNotFoundError(f"no alert rules (*.rules.yml) in {ALERTS_DIR}")
+        self.sink.start()
+        am_doc = yaml.safe_load(self.alertmanager_config.read_text()) or {}
+        am_file = self.workdir / "alertmanager.yml"
+        am_file.write_text(
+            yaml.safe_dump(
+                rewrite_alertmanager_config(
+                    am_doc, self.sink.url, self.timers, self.alertmanager_config.parent
+                ),
+                sort_keys=False,
+            )
+        )
+        self.alertmanager = Alertmanager(am_file, self.workdir)
+        self.alertmanager.start()
+        rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
+        prom_file = self.workdir / "prometheus.yml"
+        prom_file.write_text(
+            yaml.safe_dump(
+                prometheus_config(
+                    self.scrape_targets,
+                    self.alertmanager.address,
+                    rule_files,
+                    self.interval,
+                    self.interval,
+                ),
+                sort_keys=False,
+            )
+        )
+        self.prometheus = Prometheus(prom_file, self.workdir)
+        self.prometheus.start()
+
+    def wait_scraped(self, timeout: float = 30) -> None:
+        """Until every scrape target is up and the rules have been evaluated at least once."""
+        prom = self.prom
+        prom.wait_until(prom.targets_up, timeout, "every scrape target to be up")
+        prom.wait_until(
+            lambda: all(g.get("lastEvaluation", "").startswith("2") for g in prom.rule_groups()),
+            timeout,
+            "every rule group to be evaluated",
+        )
+
+    @property
+    def prom(self) -> Prometheus:
+        if self.prometheus is None:
+            raise RuntimeError("the stack is not started")
+        return self.prometheus
+
+    @property
+    def am(self) -> Alertmanager:
+        if self.alertmanager is None:
+            raise RuntimeError("the stack is not started")
+        return self.alertmanager
+
+    def stop(self) -> None:
+        for server in (self.prometheus, self.alertmanager):
+            if server is not None:
+                server.stop()
+        self.sink.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {s.name} ---\n{s.log()}" for s in (self.prometheus, self.alertmanager) if s
+        )
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def iter_rules(files: Iterable[Path] | None = None) -> Iterator[dict[str, Any]]:
+    """Every alerting rule of the shipped rule files (for docs and dashboard links)."""
+    for path in sorted(files if files is not None else ALERTS_DIR.glob("*.rules.yml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                if "alert" in rule:
+                    yield rule

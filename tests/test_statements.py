@@ -1,0 +1,168 @@
+"""The statements collector on a real pg_stat_statements: a slow statement is counted, the top N
+is bounded, query texts are collapsed, truncated or turned off, the exporter's own statements
+are left out; without the extension (or its preloaded library) the collector reports 0, logs
+that once, and nothing else breaks. Values are read from real scrapes of the exporter."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import psycopg
+
+from exporter.pgserver import LocalPostgres
+from tests.helpers import Scrape
+
+LOGGER = "exporter.collectors.statements"
+
+
+def target(dsn: str, name: str = "app", thresholds: dict | None = None, **statements) -> dict:
+    t: dict = {
+        "name": name,
+        "dsn": dsn,
+        "collect_interval": "1s",
+        "collectors": {"statements": {"interval": "1s", **statements}},  # default 60s
+    }
+    if thresholds:
+        t["thresholds"] = thresholds
+    return t
+
+
+def runs(s: Scrape, collector: str, target: str = "app") -> float:
+    return s.value("runbook_collector_runs_total", target=target, collector=collector) or 0
+
+
+def info(s: Scrape, target: str = "app") -> dict[str, str]:
+    """queryid -> query label of the runbook_pg_statement_info series."""
+    return {
+        x["queryid"]: x["query"]
+        for x in s.labelsets("runbook_pg_statement_info")
+        if x["target"] == target
+    }
+
+
+def test_slow_statement_counted_and_top_n_bounded(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("SELECT pg_sleep(1.2)")
+        for i in range(6):  # fast, distinct statements to compete for the top N
+            c.execute(f"SELECT count(*) FROM generate_series(1, 100) AS g{i}")
+    ex = run_exporter(
+        {
+            "targets": [
+                target(
+                    fresh_db,
+                    thresholds={"slow_statement_mean": "1s"},
+                    top_n=3,
+                    query_text_length=20,
+                )
+            ]
+        }
+    )
+    s = ex.wait_for(
+        lambda s: s.value("runbook_pg_slow_statements", target="app") == 1,
+        what="the slow statement",
+    )
+    assert s.value("runbook_pg_stat_statements_available", target="app") == 1
+    calls = s.labelsets("runbook_pg_statement_calls_total")
+    assert len(calls) == 3, calls  # top_n
+    texts = info(s)
+    assert set(texts) == {x["queryid"] for x in calls}
+    assert all(len(q) <= 20 for q in texts.values()), texts
+    sleep = [qid for qid, q in texts.items() if q.startswith("SELECT pg_sleep(")]
+    assert len(sleep) == 1, texts
+    qid = sleep[0]
+    assert s.value("runbook_pg_statement_calls_total", target="app", queryid=qid) == 1
+    assert s.value("runbook_pg_statement_seconds_total", target="app", queryid=qid) >= 1.19
+    assert s.value("runbook_pg_statement_mean_seconds", target="app", queryid=qid) >= 1.19
+
+
+def test_own_statements_left_out_and_texts_collapsed(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("SELECT relname\n\n   FROM pg_class\tWHERE relname = 'canary'")
+    fast = {"interval": "1s"}
+    t = target(fresh_db, top_n=1000, query_text_length=1000)
+    t["collectors"] |= {"tables": fast, "connections": fast, "database": fast}
+    ex = run_exporter({"targets": [t]})
+    # wait until every collector has run a few times, then look at what was recorded
+    s = ex.wait_for(
+        lambda s: (
+            all(runs(s, c) >= 3 for c in ("connections", "database", "tables", "statements"))
+            and any("pg_class" in q for q in info(s).values())
+        ),
+        what="several runs of every collector",
+    )
+    texts = list(info(s).values())
+    assert "SELECT relname FROM pg_class WHERE relname = $1" in texts  # collapsed, normalised
+    for own in ("pg_stat_activity", "pg_stat_database", "pg_stat_user_tables", "set_config"):
+        assert not any(own in q for q in texts), (own, texts)
+    assert not any("runbook-exporter" in q for q in texts)
+
+
+def test_query_text_can_be_turned_off(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("SELECT 1")
+    ex = run_exporter({"targets": [target(fresh_db, top_n=5, query_text_length=0)]})
+    s = ex.wait_for(
+        lambda s: (
+            s.value("runbook_collector_success", target="app", collector="statements") == 1
+            and s.labelsets("runbook_pg_statement_calls_total")
+        ),
+        what="statement series",
+    )
+    assert 0 < len(s.labelsets("runbook_pg_statement_calls_total")) <= 5
+    assert s.labelsets("runbook_pg_statement_info") == []
+
+
+def test_database_without_extension(fresh_db, run_exporter, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("DROP EXTENSION pg_stat_statements")
+    name = f"nopgss_{uuid.uuid4().hex[:8]}"  # the warning is once per target name
+    ex = run_exporter({"targets": [target(fresh_db, name)]})
+    s = ex.wait_for(
+        lambda s: (
+            runs(s, "statements", name) >= 3
+            and all(
+                s.value("runbook_collector_success", target=name, collector=c) == 1
+                for c in ("connections", "database", "statements")
+            )
+        ),
+        what="three runs without the extension, other collectors fine",
+    )
+    assert s.value("runbook_pg_stat_statements_available", target=name) == 0
+    assert s.value("runbook_pg_slow_statements", target=name) is None
+    assert s.labelsets("runbook_pg_statement_calls_total") == []
+    warnings = [r for r in caplog.records if r.name == LOGGER and getattr(r, "target", "") == name]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once, not every run
+    assert "CREATE EXTENSION pg_stat_statements" in warnings[0].hint
+
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("CREATE EXTENSION pg_stat_statements")
+    ex.wait_for(
+        lambda s: (
+            s.value("runbook_pg_stat_statements_available", target=name) == 1
+            and s.value("runbook_pg_slow_statements", target=name) == 0
+        ),
+        what="available once created",
+    )
+
+
+def test_library_not_preloaded(run_exporter, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    with LocalPostgres(settings={"shared_preload_libraries": ""}) as pg:
+        with psycopg.connect(pg.dsn, autocommit=True) as c:
+            c.execute("CREATE EXTENSION pg_stat_statements")  # works; reading it does not
+        name = f"nolib_{uuid.uuid4().hex[:8]}"
+        ex = run_exporter({"targets": [target(pg.dsn, name)]})
+        s = ex.wait_for(
+            lambda s: (
+                runs(s, "statements", name) >= 2
+                and s.value("runbook_collector_success", target=name, collector="statements") == 1
+                and s.value("runbook_collector_success", target=name, collector="connections") == 1
+            ),
+            what="statements collector succeeding without the library",
+        )
+        assert s.value("runbook_pg_stat_statements_available", target=name) == 0
+    warnings = [r for r in caplog.records if r.name == LOGGER and getattr(r, "target", "") == name]
+    assert len(warnings) == 1
+    assert "shared_preload_libraries" in warnings[0].reason

@@ -98,7 +98,7 @@ def summary(config: Config, source: str) -> str:
     for a in config.apps:
         lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
         for e in a.endpoints:
-            lines.append(f"  endpoint {e.name}: {e.url}")
+            lines.append(f"  endpoint {e.name}: {e.describe()}")
     return "\n".join(lines)
 
 

@@ -358,6 +358,30 @@ class Endpoint(EndpointSettings):
             raise ValueError(f"metrics: names must be unique within an endpoint: {dupes}")
         return self
 
+    def describe(self) -> str:
+        """One line for --check-config; never a header value or password."""
+        parts = [
+            f"{self.method} {self.url}",
+            f"every {self.interval:g}s, timeout {self.probe_timeout:g}s",
+            f"expect {'/'.join(map(str, self.expected_status))}",
+        ]
+        if self.headers or self.basic_auth:
+            names = sorted(self.headers) + (["basic_auth"] if self.basic_auth else [])
+            parts.append(f"auth/headers: {', '.join(names)}")
+        if self.assertions:
+            parts.append(f"{len(self.assertions)} assertion(s)")
+        if self.components:
+            parts.append(f"components at {self.components.path}")
+        if self.pool:
+            parts.append(f"pool {self.pool.preset or 'paths'} at {self.pool.path}")
+        if self.metrics:
+            parts.append("metrics " + ", ".join(m.full_name for m in self.metrics))
+        th = self.thresholds
+        parts.append(
+            f"latency warning > {th.latency_warning:g}s, critical > {th.latency_critical:g}s"
+        )
+        return "; ".join(parts)
+
     @property
     def needs_json(self) -> bool:
         return bool(self.assertions or self.components or self.pool or self.metrics)

@@ -8,6 +8,7 @@ import threading
 import uuid
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from tests.helpers import Scrape
 
@@ -243,3 +244,48 @@ def test_healthy_database_shows_no_incident(fresh_db, run_exporter):
     assert s.values("runbook_pg_table_dead_tuple_ratio", target="app") == []  # no tables
     assert s.value("runbook_pg_stat_statements_available", target="app") == 1
     assert s.value("runbook_pg_slow_statements", target="app") == 0
+
+
+def test_works_as_a_role_with_only_pg_monitor(pg_server, fresh_db, run_exporter):
+    role = f"mon_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE pg_monitor')
+    fast = {"interval": "1s"}
+    idle = psycopg.connect(fresh_db, application_name="other-role-idle")  # as postgres
+    try:
+        idle.execute("SELECT 1")
+        ex = run_exporter(
+            {
+                "targets": [
+                    {
+                        "name": "app",
+                        "dsn": make_conninfo(fresh_db, user=role),
+                        "collect_interval": "1s",
+                        "collectors": {"tables": fast, "statements": fast | {"top_n": 1000}},
+                    }
+                ]
+            }
+        )
+        s = ex.wait_for(
+            lambda s: (
+                all(
+                    s.value("runbook_collector_success", target="app", collector=c) == 1
+                    for c in ("connections", "database", "tables", "statements")
+                )
+                and conns(s, "idle_in_transaction") >= 1
+                and s.value(IDLE_AGE, target="app") > 0
+            ),
+            what="every collector working and another role's session visible",
+        )
+        assert s.value("runbook_pg_stat_statements_available", target="app") == 1
+        # another role's statement texts are readable with pg_read_all_stats
+        texts = [x["query"] for x in s.labelsets("runbook_pg_statement_info")]
+        assert "SELECT $1" in texts, texts  # run by postgres in the idle session
+    finally:
+        idle.close()
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

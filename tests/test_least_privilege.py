@@ -95,10 +95,12 @@ def monitor_role(fresh_db: str, tmp_path: Path) -> Iterator[MonitorRole]:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(QUEUE_DDL)
     password = secrets.token_urlsafe(24)
+    with psycopg.connect(fresh_db) as c:  # hashed client-side, as psql's \password does
+        verifier = c.pgconn.encrypt_password(password.encode(), ROLE.encode(), b"scram-sha-256")
     r = apply_role_sql(
         fresh_db,
         queue_tables="public.processing_jobs, jobs.dead_letter_jobs",
-        password=password,
+        password_scram=verifier.decode(),
     )
     assert r.returncode == 0, f"role script failed:\n{r.stderr}"
     assert password not in r.stdout + r.stderr
@@ -180,6 +182,21 @@ def test_role_script_is_idempotent_and_rejects_unknown_tables(
     wrong = apply_role_sql(fresh_db, queue_tables="public.no_such_table")
     assert wrong.returncode != 0
     assert "queue table public.no_such_table does not exist" in wrong.stderr
+    # a cleartext password would be kept in pg_stat_statements and the server log: refused
+    cleartext = secrets.token_urlsafe(16)
+    refused = apply_role_sql(fresh_db, password=cleartext)
+    assert refused.returncode != 0 and "password_scram" in refused.stderr
+    refused = apply_role_sql(fresh_db, password_scram=cleartext)
+    assert refused.returncode != 0 and "not a SCRAM-SHA-256 verifier" in refused.stderr
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        leaked = c.execute(
+            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE %s", (f"%{cleartext}%",)
+        ).fetchone()[0]
+        (stored,) = c.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (ROLE,)
+        ).fetchone()
+    assert leaked == 0
+    assert stored.startswith("SCRAM-SHA-256$")  # the earlier password is kept
 
 
 def test_role_cannot_write_or_read_application_tables(fresh_db: str, monitor_role: MonitorRole):

@@ -17,16 +17,19 @@
 --   psql "$ADMIN_DSN" -v ON_ERROR_STOP=1 \
 --     -v queue_tables='public.processing_jobs, public.dead_letter_jobs' \
 --     -f deploy/sql/monitoring-role.sql
---   psql "$ADMIN_DSN" -c '\password runbook_monitor'
+--   psql "$ADMIN_DSN" -c '\password runbook_monitor'   # prompts; sends only a SCRAM hash
 --
 -- Variables (psql -v name=value), all optional:
 --   queue_tables  comma-separated tables the exporter counts: every queue `table` and
 --                 `dead_letter_table` of the target's configuration, schema-qualified as in
 --                 the config (default: public.processing_jobs, runbook 000's table). Each
 --                 must exist; quote mixed-case names as in SQL ("Jobs"."Queue").
---   password      sets the password here. Prefer psql's \password afterwards, as above: it
---                 sends only a SCRAM hash, while this variable puts the cleartext into the
---                 statement (and into the server log when log_statement covers DDL).
+--   password_scram  sets the password from a SCRAM-SHA-256 verifier (what psql's \password
+--                 sends; in scripts, libpq's PQencryptPasswordConn, e.g. psycopg's
+--                 conn.pgconn.encrypt_password(pw, b"runbook_monitor", b"scram-sha-256")).
+--                 A cleartext password is refused: the statement text would keep it in
+--                 pg_stat_statements (which the statements collector reads and exports) and
+--                 in the server log when log_statement covers DDL.
 --   dbname        the database to grant CONNECT on (default: the one psql is connected to).
 --
 -- Safe to run again (after adding a queue, or to reset the privileges): it creates the role
@@ -34,6 +37,18 @@
 -- granted on: DROP OWNED BY runbook_monitor; then DROP ROLE runbook_monitor;
 
 \set ON_ERROR_STOP on
+
+\if :{?password}
+  \echo 'refused: -v password=... would put the cleartext password into pg_stat_statements and the server log'
+  DO $$ BEGIN RAISE EXCEPTION 'use \password runbook_monitor or -v password_scram=<SCRAM-SHA-256 verifier>'; END $$;
+\endif
+\if :{?password_scram}
+  SELECT :'password_scram' ~ '^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$' AS password_is_verifier \gset
+  \if :password_is_verifier
+  \else
+    DO $$ BEGIN RAISE EXCEPTION 'password_scram is not a SCRAM-SHA-256 verifier'; END $$;
+  \endif
+\endif
 
 \if :{?queue_tables}
 \else
@@ -102,13 +117,13 @@ BEGIN
 END
 $$;
 
-\if :{?password}
-ALTER ROLE runbook_monitor WITH PASSWORD :'password';
+\if :{?password_scram}
+ALTER ROLE runbook_monitor WITH PASSWORD :'password_scram';
 \endif
 
 COMMIT;
 
-\if :{?password}
+\if :{?password_scram}
 \else
   \echo 'runbook_monitor has no new password from this script: set one with \\password runbook_monitor'
 \endif

@@ -128,12 +128,37 @@ def demo_config(dsn: str, app_url: str | None) -> Config:
 
 
 def sample_app_config(base: str) -> dict:
+    """The sample app probed as runbooks 001 and 004 do, every 5 s instead of 60 s."""
     return {
         "name": "sample-app",
+        "defaults": {"interval": "5s", "timeout": "4s"},
         "endpoints": [
             {"name": "health", "url": f"{base}/api/health"},
             {"name": "live", "url": f"{base}/api/health/live"},
-            {"name": "monitoring", "url": f"{base}/api/monitoring/health"},
+            {"name": "ready", "url": f"{base}/api/health/ready"},
+            {
+                "name": "monitoring",
+                "url": f"{base}/api/monitoring/health",
+                "components": {"path": "checks"},
+                "pool": {"preset": "sqlalchemy", "path": "pool"},
+            },
+            {
+                "name": "metrics",
+                "url": f"{base}/api/health/metrics",
+                "metrics": [
+                    {
+                        "name": "response_time_p95_seconds",
+                        "path": "responseTime.p95",
+                        "scale": 0.001,
+                        "help": "P95 response time the app reports.",
+                    },
+                    {
+                        "name": "error_ratio",
+                        "path": "errorRate",
+                        "help": "Error ratio the app reports.",
+                    },
+                ],
+            },
         ],
     }
 
@@ -165,7 +190,9 @@ def run_demo(listen: str, incidents: list[str], duration: float) -> int:
         Worker(pg.dsn, stop).start()
         config = demo_config(pg.dsn, app.url if app else None)
         if duration > 0:
-            threading.Timer(duration, stop.set).start()
+            timer = threading.Timer(duration, stop.set)
+            timer.daemon = True  # an interrupted demo must not wait for it
+            timer.start()
         print(f"PostgreSQL (throwaway): {pg.dsn}", flush=True)
         if app:
             print(f"sample app:             {app.url}/api/monitoring/health", flush=True)

@@ -46,12 +46,12 @@ def wait_for(
     """Scrape until predicate holds (bounded by timeout); fail with the last scrape's values."""
     deadline = time.monotonic() + timeout
     while True:
-        s = scrape(url)
         try:
+            s = scrape(url)
             if predicate(s):
                 return s
-        except (TypeError, AssertionError):
-            pass
+        except (TypeError, AssertionError, httpx.TransportError):
+            pass  # not there yet: the server may still be starting, the value still absent
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.25)

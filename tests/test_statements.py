@@ -166,3 +166,27 @@ def test_library_not_preloaded(run_exporter, caplog):
     warnings = [r for r in caplog.records if r.name == LOGGER and getattr(r, "target", "") == name]
     assert len(warnings) == 1
     assert "shared_preload_libraries" in warnings[0].reason
+
+
+def test_literals_of_utility_statements_are_not_exported(pg_server, fresh_db, run_exporter):
+    # pg_stat_statements stores utility statements verbatim, a password included
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    secret = f"pw-{uuid.uuid4().hex}"
+    try:
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            c.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{secret}'")
+            c.execute(f"DO $$BEGIN PERFORM '{secret}'; END$$ -- {secret}")
+            c.execute('SELECT 1 AS "it\'s"')  # a quote inside an identifier is kept
+        ex = run_exporter({"targets": [target(fresh_db, top_n=1000, query_text_length=1000)]})
+        s = ex.wait_for(
+            lambda s: any(q.startswith("CREATE ROLE") for q in info(s).values()),
+            what="the CREATE ROLE statement",
+        )
+        assert secret not in s.text
+        texts = list(info(s).values())
+        assert f"CREATE ROLE \"{role}\" LOGIN PASSWORD '<redacted>'" in texts
+        assert "DO '<redacted>'" in texts
+        assert 'SELECT $1 AS "it\'s"' in texts
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

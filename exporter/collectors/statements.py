@@ -8,7 +8,8 @@ the other collectors are unaffected.
 
 Rows are per (user, database, queryid, toplevel); they are summed per queryid of the current
 database so each series has one {target,queryid}. The exporter's own statements end with
-SQL_MARKER (exporter/db.py appends it to every query) and are left out.
+SQL_MARKER (exporter/db.py appends it to every query) and are left out. Query texts become
+labels only with their literals and comments scrubbed (see query_label).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from exporter.db import SQL_MARKER
 from exporter.metrics import spec
+from exporter.secrets import redact
 
 NAME = "statements"
 SRC = "collectors/statements.py"
@@ -116,7 +118,34 @@ INFO = spec(
 )
 
 
+# pg_stat_statements replaces the constants of DML with $1, $2, ... but stores utility
+# statements verbatim: `ALTER ROLE app PASSWORD 'secret'` would reach the label as is. So
+# every string literal, dollar-quoted body and comment left in a text is scrubbed; quoted
+# identifiers are matched only so that a quote inside one is not taken for a literal.
+_TOKENS = re.compile(
+    r"""(?P<ident>"(?:[^"]|"")*")
+      | (?P<comment>--[^\n]*|/\*.*?\*/)
+      | \$\$.*?\$\$
+      | \$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)\$.*?\$(?P=tag)\$
+      | (?<![A-Za-z0-9_])[Ee]'(?:[^'\\]|\\.|'')*'
+      | '(?:[^']|'')*'""",
+    re.S | re.X,
+)
+REDACTED_LITERAL = "'<redacted>'"
+
+
+def _scrub(m: re.Match[str]) -> str:
+    if m.group("ident"):
+        return m.group(0)
+    if m.group("comment"):
+        return " "
+    return REDACTED_LITERAL
+
+
 def query_label(text: str, length: int) -> str:
+    """Literals and comments scrubbed (before truncation, which could cut a literal open),
+    registered secrets redacted, whitespace collapsed, cut to `length` characters."""
+    text = redact(_TOKENS.sub(_scrub, text))
     return re.sub(r"\s+", " ", text).strip()[:length].rstrip()
 
 

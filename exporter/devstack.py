@@ -190,24 +190,26 @@ def rewrite_alertmanager_config(
 
 def prometheus_config(
     scrape_targets: list[str],
-    alertmanager: str,
+    alertmanager: str | None,
     rule_files: list[Path],
     scrape_interval: float = 1.0,
     evaluation_interval: float = 1.0,
 ) -> dict:
     interval = format_duration(scrape_interval)
-    return {
+    config: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
             "scrape_timeout": interval,
             "evaluation_interval": format_duration(evaluation_interval),
         },
         "rule_files": [str(p) for p in rule_files],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
             {"job_name": "runbook-exporter", "static_configs": [{"targets": scrape_targets}]}
         ],
     }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return config
 
 
 # --- the webhook sink -----------------------------------------------------------------------
@@ -504,6 +506,7 @@ class DevStack:
         interval: float = 1.0,
         max_for: float = 2.0,
         timers: AlertmanagerTimers | None = None,
+        with_alertmanager: bool = True,
     ) -> None:
         if not 0 < interval <= 5:
             raise ValueError("interval must be within (0, 5] seconds")
@@ -512,6 +515,7 @@ class DevStack:
         self.alertmanager_config = alertmanager_config or ALERTS_DIR / "alertmanager.yml"
         self.interval, self.max_for = interval, max_for
         self.timers = timers or AlertmanagerTimers()
+        self.with_alertmanager = with_alertmanager
         self.workdir = Path(tempfile.mkdtemp(prefix="runbook-devstack-"))
         self.sink = WebhookSink()
         self.alertmanager: Alertmanager | None = None
@@ -526,10 +530,30 @@ class DevStack:
         return self
 
     def _start(self) -> None:
-        if not self.alertmanager_config.is_file():
-            raise FileNotFoundError(f"Alertmanager config {self.alertmanager_config} is missing")
         if not self.rules:
             raise FileNotFoundError(f"no alert rules (*.rules.yml) in {ALERTS_DIR}")
+        if self.with_alertmanager:
+            self._start_alertmanager()
+        rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
+        prom_file = self.workdir / "prometheus.yml"
+        prom_file.write_text(
+            yaml.safe_dump(
+                prometheus_config(
+                    self.scrape_targets,
+                    self.alertmanager.address if self.alertmanager else None,
+                    rule_files,
+                    self.interval,
+                    self.interval,
+                ),
+                sort_keys=False,
+            )
+        )
+        self.prometheus = Prometheus(prom_file, self.workdir)
+        self.prometheus.start()
+
+    def _start_alertmanager(self) -> None:
+        if not self.alertmanager_config.is_file():
+            raise FileNotFoundError(f"Alertmanager config {self.alertmanager_config} is missing")
         self.sink.start()
         am_doc = yaml.safe_load(self.alertmanager_config.read_text()) or {}
         am_file = self.workdir / "alertmanager.yml"
@@ -543,22 +567,6 @@ class DevStack:
         )
         self.alertmanager = Alertmanager(am_file, self.workdir)
         self.alertmanager.start()
-        rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
-        prom_file = self.workdir / "prometheus.yml"
-        prom_file.write_text(
-            yaml.safe_dump(
-                prometheus_config(
-                    self.scrape_targets,
-                    self.alertmanager.address,
-                    rule_files,
-                    self.interval,
-                    self.interval,
-                ),
-                sort_keys=False,
-            )
-        )
-        self.prometheus = Prometheus(prom_file, self.workdir)
-        self.prometheus.start()
 
     def wait_scraped(self, timeout: float = 30) -> None:
         """Until every scrape target is up and the rules have been evaluated at least once."""

@@ -1,0 +1,355 @@
+"""The Grafana dashboards: generated files current, valid for current Grafana, every query
+valid PromQL over declared metrics, every shipped alert linked to its runbook, and every query
+answered by a real Prometheus scraping the real exporter during a seeded incident."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+
+from exporter.devstack import DevStack, iter_rules
+from exporter.metrics import load_all_specs
+from exporter.sampleapp import SampleApp
+from tests import incidents
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+PROVISIONING = ROOT / "grafana" / "provisioning"
+RUNBOOK_BASE = "https://github.com/runbook-exporter/runbook-exporter/blob/main/docs/runbooks/"
+PANEL_TYPES = {"row", "timeseries", "stat", "table", "heatmap", "state-timeline", "bargauge"}
+BUILTIN_VARS = {"__rate_interval", "__interval", "__range"}
+# what Grafana substitutes, for a 1 s scrape interval and "All" selected
+SUBSTITUTE = {"__rate_interval": "10s", "__interval": "1s", "__range": "1h"}
+VAR_RE = re.compile(r"\$\{?(\w+)\}?")
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("grafana_generate", ROOT / "grafana/generate.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for p in d["panels"]:
+        yield p
+        yield from p.get("panels", [])  # panels of collapsed rows
+
+
+def queries(d: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every panel target and Prometheus annotation of a dashboard."""
+    for p in panels(d):
+        for t in p.get("targets", []):
+            yield f"{p['title']} [{t['refId']}]", t["expr"]
+    for a in d["annotations"]["list"]:
+        if "expr" in a:
+            yield f"annotation {a['name']}", a["expr"]
+
+
+def variable_queries(d: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(name, series selector, label) of every label_values() query variable."""
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", q)
+            assert m, f"variable {v['name']}: unsupported query {q!r}"
+            yield v["name"], m.group(1), m.group(2)
+
+
+def substitute(expr: str) -> str:
+    """Grafana's interpolation with every template variable at "All" (regex .*)."""
+
+    def one(m: re.Match[str]) -> str:
+        return SUBSTITUTE.get(m.group(1), ".*")
+
+    return VAR_RE.sub(one, expr)
+
+
+def selectors(expr: str) -> list[tuple[str | None, dict[str, str]]]:
+    found: list[tuple[str | None, dict[str, str]]] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append((node.name, {m.name: m.value for m in node.matchers.matchers}))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+# --- static checks --------------------------------------------------------------------------
+
+
+def test_generated_dashboards_are_current() -> None:
+    built = load_generator().build_all()
+    on_disk = {p.name: p.read_text() for p in DASHBOARDS.glob("*.json")}
+    assert set(on_disk) == set(built), "extra or missing files: run python grafana/generate.py"
+    stale = sorted(n for n in built if built[n] != on_disk[n])
+    assert not stale, f"stale dashboards {stale}: run python grafana/generate.py"
+
+
+def test_dashboards_are_valid_for_current_grafana() -> None:
+    ds = dashboards()
+    assert len(ds) >= 5
+    uids = [d["uid"] for d in ds.values()]
+    assert len(set(uids)) == len(uids)
+    for name, d in ds.items():
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", d["uid"]), name
+        assert d["title"].startswith("runbook-exporter / "), name
+        assert d["schemaVersion"] >= 36, name  # Grafana 9.0+; the generator writes 39
+        assert "runbook-exporter" in d["tags"]
+        assert d.get("id") is None  # provisioned: Grafana assigns the id
+        variables = {v["name"]: v for v in d["templating"]["list"]}
+        dsv = variables["datasource"]
+        assert (dsv["type"], dsv["query"]) == ("datasource", "prometheus"), name
+        ids = [p["id"] for p in panels(d)]
+        assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        boxes: list[tuple[int, int, int, int, str]] = []
+        for p in panels(d):
+            assert p["type"] in PANEL_TYPES, (name, p["type"])
+            assert p["title"], name
+            g = p["gridPos"]
+            assert all(isinstance(g[k], int) and g[k] >= 0 for k in "hwxy"), (name, p["title"])
+            assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, (name, p["title"])
+            for x, y, w, h, other in boxes:
+                overlap = (
+                    g["x"] < x + w
+                    and x < g["x"] + g["w"]
+                    and g["y"] < y + h
+                    and y < g["y"] + g["h"]
+                )
+                assert not overlap, f"{name}: {p['title']} overlaps {other}"
+            boxes.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
+            if p["type"] == "row":
+                continue
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert p["targets"], f"{name}: {p['title']} has no query"
+            refs = [t["refId"] for t in p["targets"]]
+            assert len(refs) == len(set(refs)), (name, p["title"])
+            for t in p["targets"]:
+                assert t["datasource"]["uid"] == "${datasource}"
+                assert t["expr"].strip()
+            for link in p.get("links", []):
+                assert link["url"].startswith(RUNBOOK_BASE) and link["url"].endswith(".md")
+        # every variable a query uses is defined on the dashboard (or is Grafana's own)
+        used = {m for _, q in queries(d) for m in VAR_RE.findall(q) if m not in BUILTIN_VARS}
+        used |= {m for _, sel, _ in variable_queries(d) for m in VAR_RE.findall(sel)}
+        assert used <= set(variables), f"{name}: undefined variables {used - set(variables)}"
+
+
+def test_template_variables_cover_every_entity() -> None:
+    ds = dashboards()
+    names = {v["name"] for d in ds.values() for v in d["templating"]["list"]}
+    assert {"datasource", "target", "queue", "app", "endpoint"} <= names
+    for d in ds.values():
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                assert v["datasource"]["uid"] == "${datasource}"
+                assert v["includeAll"] and v["multi"] and v["allValue"] == ".*"
+
+
+def test_every_query_is_valid_promql_over_declared_metrics() -> None:
+    specs = load_all_specs()
+    declared = set()
+    for s in specs.values():
+        declared.add(s.exposed_name)
+        if s.kind == "histogram":
+            declared |= {f"{s.name}_bucket", f"{s.name}_sum", f"{s.name}_count"}
+    count = 0
+    for name, d in dashboards().items():
+        exprs = list(queries(d))
+        exprs += [(f"variable {v}", sel) for v, sel, _ in variable_queries(d)]
+        for where, expr in exprs:
+            try:
+                sels = selectors(substitute(expr))
+            except Exception as e:  # the parser raises its own exception types
+                pytest.fail(f"{name}: {where}: invalid PromQL ({e}):\n{expr}")
+            for metric, matchers in sels:
+                metric = metric or matchers.get("__name__")
+                assert metric, f"{name}: {where}: selector without a metric name"
+                if metric.startswith("runbook_"):
+                    assert metric in declared, f"{name}: {where}: {metric} is not declared"
+                else:
+                    assert metric == "ALERTS", f"{name}: {where}: unexpected metric {metric}"
+            count += 1
+    assert count > 60
+
+
+def test_every_shipped_alert_links_to_its_runbook_from_a_panel() -> None:
+    alerts = {r["alert"] for r in iter_rules()}
+    assert alerts, "no alert rules in alerts/*.rules.yml"
+    linked = {
+        link["url"].removeprefix(RUNBOOK_BASE).removesuffix(".md")
+        for d in dashboards().values()
+        for p in panels(d)
+        for link in p.get("links", [])
+    }
+    assert alerts <= linked, f"alerts without a panel link: {sorted(alerts - linked)}"
+    assert linked <= alerts, f"links to alerts that do not exist: {sorted(linked - alerts)}"
+
+
+def test_threshold_lines_are_the_threshold_series() -> None:
+    """Every dashed threshold line is a query on the exporter's threshold series."""
+    seen = 0
+    for d in dashboards().values():
+        for p in panels(d):
+            if p["type"] != "timeseries":
+                continue
+            for t in p["targets"]:
+                if "threshold" in t["legendFormat"]:
+                    metrics = {m for m, _ in selectors(substitute(t["expr"])) if m}
+                    assert any("threshold" in m or m == "runbook_slo_objective" for m in metrics), (
+                        p["title"],
+                        t["expr"],
+                    )
+                    seen += 1
+    assert seen >= 20
+
+
+def test_provisioning_files() -> None:
+    ds = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    assert ds["apiVersion"] == 1
+    prom = [d for d in ds["datasources"] if d["type"] == "prometheus"]
+    assert len(prom) == 1 and prom[0]["url"].startswith("http://")
+    dash = yaml.safe_load((PROVISIONING / "dashboards" / "runbook-exporter.yml").read_text())
+    assert dash["apiVersion"] == 1
+    (provider,) = dash["providers"]
+    assert provider["type"] == "file" and provider["folder"]
+    assert provider["options"]["path"].startswith("/")
+
+
+# --- every query answers during a seeded incident ------------------------------------------
+
+
+def wait_all(pending: dict[str, Callable[[], bool]], timeout: float) -> tuple[list[str], float]:
+    """Poll every check until each has held once; the names that never held."""
+    started = time.monotonic()
+    deadline = started + timeout
+    left = dict(pending)
+    while left and time.monotonic() < deadline:
+        for name, check in list(left.items()):
+            try:
+                if check():
+                    del left[name]
+            except Exception:  # a query that errors stays pending and is reported below
+                pass
+        if left:
+            time.sleep(1)
+    return sorted(left), time.monotonic() - started
+
+
+def assert_status_levels(prom: Any, timeout: float = 20) -> None:
+    """The overview's red/amber/green tiles say what the seeded incident is."""
+    gen = load_generator()
+
+    def levels(expr: str, *labels: str) -> dict[tuple[str, ...], float]:
+        got = prom.query(substitute(expr))
+        return {tuple(r["metric"][k] for k in labels): float(r["value"][1]) for r in got}
+
+    def check() -> None:
+        # queue: 60 old pending (warning), stuck, exhausted, dead letters (warning), and 3 of
+        # the 15 recently finished jobs failed (20 % > 10 %: critical)
+        assert levels(gen.QUEUE_STATUS, "target", "queue") == {("shop", "processing_jobs"): 2}
+        # database: a query running past long_query_critical (2 s)
+        assert levels(gen.DB_STATUS, "target") == {("shop",): 2}
+        pools = levels(gen.POOL_STATUS, "app", "endpoint")
+        # monitoring: checked out = size + max overflow; metrics: requests waiting
+        assert pools == {("shop-web", "monitoring"): 2, ("shop-web", "metrics"): 1}, pools
+        eps = levels(gen.ENDPOINT_STATUS, "app", "endpoint")
+        assert eps[("shop-web", "missing")] == 2, eps  # 404 for more than 4 s: down
+        assert eps[("shop-web", "health")] == 0 and eps[("shop-web", "tls")] == 0, eps
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_every_panel_query_returns_data_during_a_seeded_incident(
+    fresh_db: str, run_exporter: Callable[[dict], Any], tmp_path: Path
+) -> None:
+    """Backlog, stuck jobs, retries exhausted, dead letters, idle in transaction, a lock wait,
+    a long query, bloat, slow statements, rollbacks, the app's pool exhausted, a failing
+    endpoint and a TLS endpoint: then every query of every panel, annotation and variable
+    must return at least one series from a real Prometheus scraping the exporter."""
+    incidents.create_queue(fresh_db)
+    incidents.seed_queue_incident(fresh_db)
+    incidents.seed_database_history(fresh_db)
+    sessions = incidents.Sessions(fresh_db).start()
+    app = SampleApp(host="127.0.0.1", port=0).start()
+    app.set_incident("pool_exhausted")
+    try:
+        with incidents.HTTPSHealth(tmp_path) as tls:
+            endpoints = [
+                *incidents.sample_app_endpoints(app.url),
+                {
+                    "name": "missing",
+                    "url": f"{app.url}/api/not-there",
+                    "thresholds": {"downtime_warning": "2s", "downtime_critical": "4s"},
+                },
+                {"name": "tls", "url": tls.url, "tls": {"ca_file": str(tls.ca_file)}},
+            ]
+            config = {
+                "targets": [
+                    incidents.target_config(
+                        fresh_db,
+                        long_query_warning="1s",
+                        long_query_critical="2s",
+                        idle_in_transaction_warning="1s",
+                        slow_statement_mean="50ms",
+                        dead_tuple_min_rows=1000,
+                    )
+                ],
+                "apps": [incidents.app_config("shop-web", endpoints)],
+            }
+            exp = run_exporter(config)
+            with DevStack(
+                [f"127.0.0.1:{exp.server.port}"], interval=1.0, with_alertmanager=False
+            ) as stack:
+                stack.wait_scraped()
+                prom = stack.prom
+                checks: dict[str, Callable[[], bool]] = {}
+                for name, d in dashboards().items():
+                    for where, expr in queries(d):
+                        q = substitute(expr)
+                        checks[f"{name}: {where}: {expr}"] = lambda q=q: bool(prom.query(q))
+                    for var, sel, label in variable_queries(d):
+                        s = substitute(sel)
+
+                        def has_label(s: str = s, label: str = label) -> bool:
+                            return any(label in x for x in prom.series(s))
+
+                        checks[f"{name}: variable {var}: {sel}"] = has_label
+                empty, took = wait_all(checks, timeout=90)
+                print(f"\n{len(checks)} dashboard queries answered within {took:.1f}s")
+                assert not empty, (
+                    "queries without data during the incident:\n"
+                    + "\n".join(empty)
+                    + "\n"
+                    + stack.logs()
+                )
+                assert_status_levels(prom)
+    finally:
+        app.stop()
+        sessions.stop()

@@ -33,7 +33,9 @@ RUNBOOK_BASE = "https://github.com/runbook-exporter/runbook-exporter/blob/main/d
 SCHEMA_VERSION = 39
 TAG = "runbook-exporter"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-METRIC_RE = re.compile(r"\b(runbook_[a-zA-Z0-9_]+)")
+VAR_RE = re.compile(r"\$\{?(\w+)\}?")
+# the exporter's own scrape, as the shipped exporter alerts select it
+JOB = 'job=~".*runbook.*"'
 
 # label filters, one per kind of entity
 T = 'target=~"$target"'
@@ -61,17 +63,52 @@ LEVEL_STEPS = [
 # --- alert rules: which runbooks a panel links to ------------------------------------------
 
 
+def expr_metrics(expr: str) -> set[str]:
+    """Names of the series a PromQL expression selects (template variables allowed)."""
+    import promql_parser  # the test extra; only the generator and the tests need it
+
+    text = VAR_RE.sub(lambda m: "1m" if m.group(1).startswith("__") else ".*", expr)
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            by_matcher = [m.value for m in node.matchers.matchers if m.name == "__name__"]
+            names.update([node.name] if node.name else by_matcher)
+
+    promql_parser.walk(promql_parser.parse(text), visit)
+    return names
+
+
 def load_alerts(rules_dir: Path = ALERTS) -> dict[str, set[str]]:
-    """Alert name -> the runbook_* metrics its expressions use (all its rules together)."""
+    """Alert name -> the series its expressions use (all its rules together), with recording
+    rules replaced by the series they are computed from."""
+    records: dict[str, set[str]] = {}
     alerts: dict[str, set[str]] = {}
     for path in sorted(rules_dir.glob("*.rules.yml")):
         doc = yaml.safe_load(path.read_text()) or {}
         for group in doc.get("groups") or []:
             for rule in group.get("rules") or []:
-                if "alert" in rule:
-                    metrics = set(METRIC_RE.findall(str(rule.get("expr", ""))))
+                metrics = expr_metrics(str(rule.get("expr", "")))
+                if "record" in rule:
+                    records.setdefault(rule["record"], set()).update(metrics)
+                elif "alert" in rule:
                     alerts.setdefault(rule["alert"], set()).update(metrics)
-    return alerts
+
+    def expand(names: set[str], depth: int = 0) -> set[str]:
+        if depth > 10:  # recording rules on recording rules, bounded
+            return names
+        out: set[str] = set()
+        for n in names:
+            out |= expand(records[n], depth + 1) if n in records else {n}
+        return out
+
+    return {a: expand(ms) for a, ms in alerts.items()}
+
+
+def linkable(metrics: set[str]) -> bool:
+    """Alerts on the exporter's series (or its scrape) have a panel; host alerts on
+    node_exporter's series do not (use a node_exporter dashboard for those)."""
+    return any(m.startswith("runbook_") or m in ("up", "scrape_duration_seconds") for m in metrics)
 
 
 def is_threshold(metric: str) -> bool:
@@ -140,7 +177,7 @@ class Panel:
         return self
 
     def metrics(self) -> set[str]:
-        return {m for t in self.targets for m in METRIC_RE.findall(t.expr)}
+        return {m for t in self.targets for m in expr_metrics(t.expr)}
 
 
 def ts(title: str, expr: str, legend: str, unit: str = "short", **kw: Any) -> Panel:
@@ -579,6 +616,7 @@ QUEUE_STATUS = worst(
     ],
 )
 
+LONG_QUERIES = f"max by (target) (runbook_pg_long_running_queries{{{T}"
 DB_STATUS = worst(
     "target",
     [
@@ -587,13 +625,11 @@ DB_STATUS = worst(
             "connections",
             levels(f"({CONN_RATIO})", "runbook_pg_connections_threshold_ratio", "target"),
         ),
+        # the collector counts queries past the target's long_query_warning / _critical
         check(
             "long_query",
-            levels(
-                f"max by (target) (runbook_pg_oldest_query_age_seconds{{{T}}})",
-                "runbook_pg_long_query_threshold_seconds",
-                "target",
-            ),
+            f'clamp_max(({LONG_QUERIES}, severity="warning"}})) > bool 0)'
+            f' + 2 * ({LONG_QUERIES}, severity="critical"}})) > bool 0), 2)',
         ),
         check(
             "idle_in_transaction",
@@ -817,6 +853,32 @@ def overview(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "{{target}} {{collector}}",
                     "s",
                     w=8,
+                ),
+                Panel(
+                    "Exporter scrapes",
+                    "state-timeline",
+                    [Target(f"up{{{JOB}}}", "{{job}} {{instance}}")],
+                    description="Prometheus' own up series for the exporter's scrape job (a job "
+                    'whose name contains "runbook", as the shipped exporter alerts expect).',
+                    mappings=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "0": {"text": "down", "color": "red", "index": 0},
+                                "1": {"text": "up", "color": "green", "index": 1},
+                            },
+                        }
+                    ],
+                    w=16,
+                    h=5,
+                ),
+                ts(
+                    "Scrape duration",
+                    f"scrape_duration_seconds{{{JOB}}}",
+                    "{{instance}}",
+                    "s",
+                    w=8,
+                    h=5,
                 ),
             ],
         ),

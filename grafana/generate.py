@@ -628,8 +628,8 @@ DB_STATUS = worst(
         # the collector counts queries past the target's long_query_warning / _critical
         check(
             "long_query",
-            f'clamp_max(({LONG_QUERIES}, severity="warning"}})) > bool 0)'
-            f' + 2 * ({LONG_QUERIES}, severity="critical"}})) > bool 0), 2)',
+            f'clamp_max(({LONG_QUERIES}, severity="warning"}}) > bool 0)'
+            f' + 2 * ({LONG_QUERIES}, severity="critical"}}) > bool 0), 2)',
         ),
         check(
             "idle_in_transaction",

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from exporter.collectors import queues as qc
 from exporter.config import Config, ConfigError, Queue, Target
+from exporter.db import MarkedCursor
 from exporter.secrets import redact
 
 APPLICATION_NAME = "runbook-exporter-doctor"
@@ -82,6 +83,9 @@ async def _doctor(config: Config, report: Report) -> None:
                 autocommit=True,
                 application_name=APPLICATION_NAME,
                 connect_timeout=int(t.connect_timeout),
+                # marked like the exporter's own statements, so they stay out of the
+                # statements collector's top N
+                cursor_factory=MarkedCursor,
             )
         except Exception as e:  # the message may name host and user, never the password
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -262,3 +262,42 @@ def sample_app_endpoints(base: str) -> list[dict[str, Any]]:
 
 def app_config(name: str, endpoints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": name, "defaults": {"interval": "1s", "timeout": "1s"}, "endpoints": endpoints}
+
+
+def use_queue_indexes(dsn: str) -> None:
+    """Scan the queue's partial indexes once, as a working app does: an index never scanned
+    counts as unused (PostgresUnusedIndexes)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SET enable_seqscan = off")
+        c.execute(
+            "SELECT count(*) FROM processing_jobs"
+            " WHERE status IN ('pending', 'processing', 'failed')"
+        )
+        c.execute(
+            "SELECT count(*) FROM processing_jobs WHERE status IN ('completed', 'failed')"
+            " AND updated_at > now() - interval '1 hour'"
+        )
+
+
+def client_sessions(dsn: str) -> int:
+    """Client sessions on the server as the connections collector counts them."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid()"
+            " AND application_name IS DISTINCT FROM 'runbook-exporter'"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def usable_connections(dsn: str) -> int:
+    """max_connections minus the reserved slots (runbook_pg_max - runbook_pg_reserved)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])

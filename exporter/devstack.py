@@ -15,11 +15,13 @@ variables RUNBOOK_PROMETHEUS and RUNBOOK_ALERTMANAGER name others. Every wait is
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -267,10 +269,17 @@ def _flatten(notifications: Iterable[Notification], since: float) -> list[SinkAl
 
 
 class WebhookSink:
-    """An HTTP server on 127.0.0.1 that keeps every Alertmanager webhook notification."""
+    """An HTTP server (127.0.0.1 by default) that keeps every Alertmanager webhook
+    notification; `on_notification` is called with each one as it arrives."""
 
-    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = LOOPBACK,
+        port: int = 0,
+        on_notification: Callable[[Notification], None] | None = None,
+    ) -> None:
         sink = self
+        self.on_notification = on_notification
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._notifications: list[Notification] = []
@@ -315,6 +324,8 @@ class WebhookSink:
         with self._changed:
             self._notifications.append(n)
             self._changed.notify_all()
+        if self.on_notification is not None:
+            self.on_notification(n)
 
     @property
     def notifications(self) -> list[Notification]:
@@ -507,6 +518,7 @@ class DevStack:
         max_for: float = 2.0,
         timers: AlertmanagerTimers | None = None,
         with_alertmanager: bool = True,
+        sink: WebhookSink | None = None,
     ) -> None:
         if not 0 < interval <= 5:
             raise ValueError("interval must be within (0, 5] seconds")
@@ -517,7 +529,7 @@ class DevStack:
         self.timers = timers or AlertmanagerTimers()
         self.with_alertmanager = with_alertmanager
         self.workdir = Path(tempfile.mkdtemp(prefix="runbook-devstack-"))
-        self.sink = WebhookSink()
+        self.sink = sink or WebhookSink()
         self.alertmanager: Alertmanager | None = None
         self.prometheus: Prometheus | None = None
 
@@ -597,6 +609,16 @@ class DevStack:
         self.sink.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def describe(self) -> list[str]:
+        """Where to look, for the demo and `python -m exporter.devstack up`."""
+        lines = []
+        if self.prometheus:
+            lines.append(f"Prometheus:             {self.prometheus.url}/alerts")
+        if self.alertmanager:
+            lines.append(f"Alertmanager:           {self.alertmanager.url}")
+            lines.append(f"webhook sink:           {self.sink.url} (notifications printed)")
+        return lines
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {s.name} ---\n{s.log()}" for s in (self.prometheus, self.alertmanager) if s
@@ -617,3 +639,75 @@ def iter_rules(files: Iterable[Path] | None = None) -> Iterator[dict[str, Any]]:
             for rule in group.get("rules") or []:
                 if "alert" in rule:
                     yield rule
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _print_notification(n: Notification) -> None:
+    for a in n.alerts:
+        labels = a.get("labels") or {}
+        others = ", ".join(
+            f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
+        )
+        print(
+            f"[{n.receiver}] {a.get('status', '?').upper()} {labels.get('alertname', '?')} "
+            f"severity={labels.get('severity', '?')} {others}",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m exporter.devstack sink|up`: a webhook sink that prints what Alertmanager
+    sends (deploy/compose.yaml runs it beside Alertmanager), or Prometheus + Alertmanager +
+    sink against a running exporter, with shortened `for:` so an incident shows in seconds."""
+    import argparse
+
+    from exporter.server import parse_listen_address
+
+    p = argparse.ArgumentParser(prog="python -m exporter.devstack", description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sink_p = sub.add_parser("sink", help="print every webhook notification, one line per alert")
+    sink_p.add_argument("--listen", default=f"{LOOPBACK}:9095", help="host:port to listen on")
+    up = sub.add_parser("up", help="Prometheus + Alertmanager + sink scraping an exporter")
+    up.add_argument("--scrape", default=f"{LOOPBACK}:9883", help="exporter host:port")
+    up.add_argument("--interval", type=float, default=5.0, help="scrape/evaluation seconds")
+    up.add_argument("--max-for", type=float, default=30.0, help="cap on every rule's for:")
+    up.add_argument("--duration", type=float, default=0, help="stop after N s (0: Ctrl-C)")
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    if args.command == "sink":
+        host, port = parse_listen_address(args.listen)
+        with WebhookSink(host, port, on_notification=_print_notification) as sink:
+            print(f"webhook sink on {sink.url}", flush=True)
+            _wait(stop, 0)
+        return 0
+    try:
+        stack = DevStack(
+            [args.scrape],
+            interval=args.interval,
+            max_for=args.max_for,
+            timers=AlertmanagerTimers(group_wait=5, group_interval=10, resolve_timeout=60),
+            sink=WebhookSink(on_notification=_print_notification),
+        )
+        stack.start()
+    except (ToolMissing, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", flush=True)
+        return 1
+    try:
+        print("\n".join(stack.describe()), flush=True)
+        _wait(stop, args.duration)
+    finally:
+        stack.stop()
+    return 0
+
+
+def _wait(stop: threading.Event, duration: float) -> None:
+    # SIGTERM too: as PID 1 of a container the default action would be to ignore it
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait(duration if duration > 0 else None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

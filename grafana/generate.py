@@ -171,6 +171,7 @@ class Panel:
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the panel JSON
     min: float | None = None
     max: float | None = None
+    about: set[str] = field(default_factory=set)  # more series the panel is about (links)
 
     def add_threshold(self, expr: str, legend: str) -> Panel:
         self.targets.append(Target(expr, legend, threshold=True))
@@ -347,7 +348,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def panel_links(p: Panel, alerts: dict[str, set[str]]) -> list[dict[str, Any]]:
     """Runbooks of the alerts about this panel: alerts that compare with one of its threshold
     series, or, for a panel without threshold lines, alerts that use one of its metrics."""
-    used = p.metrics()
+    used = p.metrics() | p.about
     thresholds = {m for m in used if is_threshold(m)}
     own = {m for m in used if not is_threshold(m)}
     names = set()
@@ -1099,6 +1100,7 @@ def postgresql(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "s",
                     description="Run time of the longest active query (runbook 002: warning "
                     "above 5 min, terminate above 10 min).",
+                    about={"runbook_pg_long_running_queries"},
                 ).add_threshold(
                     f"runbook_pg_long_query_threshold_seconds{{{T}}}",
                     f"{t} {{{{severity}}}} threshold",
@@ -1149,11 +1151,21 @@ def postgresql(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "s",
                     w=8,
                 ),
-                ts(
+                Panel(
                     "Deadlocks and conflicts",
-                    f"sum by (target) (increase(runbook_pg_deadlocks_total{{{T}}}"
-                    "[$__rate_interval]))",
-                    f"{t} deadlocks",
+                    "timeseries",
+                    [
+                        Target(
+                            f"sum by (target) (increase(runbook_pg_deadlocks_total{{{T}}}"
+                            "[$__rate_interval]))",
+                            f"{t} deadlocks",
+                        ),
+                        Target(
+                            f"sum by (target) (increase(runbook_pg_conflicts_total{{{T}}}"
+                            "[$__rate_interval]))",
+                            f"{t} recovery conflicts",
+                        ),
+                    ],
                     w=8,
                 ),
             ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -83,27 +84,45 @@ def test_slow_endpoint_latency_within_a_few_ms(server, run_exporter):
     server.routes["/fast"] = json_route(OK)
     ex = run_exporter(
         apps_config(
-            endpoint("slow", server.url("/slow"), interval="1s", timeout="900ms"),
+            endpoint("slow", server.url("/slow"), interval="500ms", timeout="480ms"),
             endpoint("fast", server.url("/fast")),
         )
     )
-    s = ex.wait_for(lambda s: probed("slow", 2)(s) and probed("fast")(s), timeout=10)
+    # one duration per probe, keyed by the probe count it was served with
+    durations: dict[float, float] = {}
+    first_bytes: list[float] = []
+
+    def collect(s) -> bool:
+        n = s.value("runbook_probe_requests_total", app="web", endpoint="slow")
+        if n:
+            durations[n] = s.value("runbook_probe_duration_seconds", endpoint="slow")
+            first_bytes.append(
+                s.value("runbook_probe_phase_duration_seconds", endpoint="slow", phase="first_byte")
+            )
+        return len(durations) >= 4 and probed("fast")(s)
+
+    s = ex.wait_for(collect, timeout=15)
     assert s.value("runbook_probe_success", app="web", endpoint="slow") == 1
-    d = s.value("runbook_probe_duration_seconds", app="web", endpoint="slow")
-    assert delay <= d < delay + 0.02, f"measured {d:.4f}s for a {delay}s server delay"
-    # the histogram puts both probes in the (0.25, 0.5] bucket
+    got = sorted(durations.values())
+    # never below the server's delay; within a few ms of it (the best of the probes, so a
+    # loaded CI machine's scheduling hiccup on one probe does not decide the test)
+    assert all(d >= delay for d in got), got
+    assert got[0] < delay + 0.01, f"measured {got} for a {delay}s server delay"
+    assert got[-1] < delay + 0.1, got
+    # the histogram puts every probe in the (0.25, 0.5] bucket
     n = s.value("runbook_probe_request_duration_seconds_count", endpoint="slow")
     assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="slow", le="0.5") == n
     assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="slow", le="0.25") == 0
     total = s.value("runbook_probe_request_duration_seconds_sum", endpoint="slow")
-    assert delay * n <= total < (delay + 0.02) * n
-    # phases: a fresh connection every probe, and the wait is in first_byte
+    assert delay * n <= total < (delay + 0.1) * n
+    # phases: a fresh connection every probe, and the server's wait is in first_byte
     phase = {
-        lab["phase"]: s.value("runbook_probe_phase_duration_seconds", endpoint="slow", **lab)
-        for lab in ({"phase": p} for p in ("connect", "first_byte", "body", "tls"))
+        p: s.value("runbook_probe_phase_duration_seconds", endpoint="slow", phase=p)
+        for p in ("connect", "first_byte", "body", "tls")
     }
     assert phase["connect"] is not None and phase["connect"] < 0.05
-    assert delay <= phase["first_byte"] < delay + 0.02
+    assert all(delay <= fb < delay + 0.1 for fb in first_bytes), first_bytes
+    assert min(first_bytes) < delay + 0.01
     assert phase["body"] is not None and phase["tls"] is None  # plain HTTP: no TLS phase
     fast = s.value("runbook_probe_duration_seconds", app="web", endpoint="fast")
     assert fast < 0.05
@@ -299,9 +318,10 @@ def test_one_broken_endpoint_does_not_delay_the_others(server, run_exporter):
         arrivals = list(server.arrivals["/good"])
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert len(gaps) >= 9
-    # every 200 ms while the other endpoint hangs for a whole second each time
-    assert max(gaps) < 0.3, f"largest gap between probes of the good endpoint: {max(gaps):.3f}s"
-    assert min(gaps[1:]) > 0.1
+    # every 200 ms while the other endpoint hangs for a whole second each time (the bound
+    # leaves room for a loaded machine, far below the 1 s a blocked schedule would show)
+    assert max(gaps) < 0.5, f"largest gap between probes of the good endpoint: {max(gaps):.3f}s"
+    assert statistics.median(gaps) == pytest.approx(0.2, abs=0.03)
 
 
 def test_method_and_404(server, run_exporter):

@@ -208,6 +208,8 @@ def test_every_shipped_alert_links_to_its_runbook_from_a_panel() -> None:
     }
     assert alerts <= linked, f"alerts without a panel link: {sorted(alerts - linked)}"
     assert linked <= alerts, f"links to alerts without a rule: {sorted(linked - alerts)}"
+    missing = sorted(a for a in linked if not (ROOT / "docs" / "runbooks" / f"{a}.md").is_file())
+    assert not missing, f"panels link to runbooks that do not exist: {missing}"
 
 
 def test_threshold_lines_are_the_threshold_series() -> None:

@@ -56,7 +56,7 @@ def report_timings(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     lines = [
         "",
-        "incident -> notification at the webhook sink (scrape/eval 1 s, for: 2 s, "
+        "incident -> notification at the webhook sink (collect 2 s, scrape/eval 1 s, for: 2 s, "
         "group_wait/group_interval 1 s):",
         f"  {'scenario':<24} {'alert':<30} {'severity':<9} {'firing':>8} {'resolved':>9}",
     ]
@@ -120,6 +120,9 @@ def make_env(
         app = SampleApp(host="127.0.0.1", port=0).start()
         apps.append(app)
         target = incidents.target_config(fresh_db, **thresholds)
+        # every 2 s: RunbookCollectorStale fires when the last success is older than 3
+        # intervals, and with 1 s the scrape and evaluation lag alone comes close to 3 s
+        target["collect_interval"] = "2s"
         # the slow table and statement collectors need no second-by-second freshness
         target["collectors"] = {"tables": {"interval": "5s"}, "statements": {"interval": "5s"}}
         endpoints = incidents.sample_app_endpoints(app.url)

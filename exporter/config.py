@@ -161,6 +161,7 @@ class PgThresholds(Model):
     long_query_critical: Duration = 600.0  # runbook 002: > 10 min, terminate
     idle_in_transaction_warning: Duration = 300.0  # ours: holds locks and snapshots
     idle_in_transaction_critical: Duration = 1800.0
+    lock_wait_warning: Duration = 60.0  # ours: short lock waits are normal, a minute is not
     dead_tuple_ratio_warning: Ratio = 0.2  # runbook 002: weekly dead-tuple check
     dead_tuple_min_rows: int = Field(10000, ge=0)  # ignore tiny tables
     slow_statement_mean: Duration = 1.0  # runbooks 001/002: mean > 1 s

@@ -1150,6 +1150,9 @@ def postgresql(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     t,
                     "s",
                     w=8,
+                ).add_threshold(
+                    f"runbook_pg_lock_wait_threshold_seconds{{{T}}}",
+                    f"{t} {{{{severity}}}} threshold",
                 ),
                 Panel(
                     "Deadlocks and conflicts",

@@ -92,6 +92,13 @@ PG_IDLE_TX = spec(
     T,
     SRC,
 )
+PG_LOCK_WAIT = spec(
+    "runbook_pg_lock_wait_threshold_seconds",
+    "gauge",
+    "Lock wait above which to alert.",
+    T,
+    SRC,
+)
 PG_DEAD_TUPLES = spec(
     "runbook_pg_dead_tuple_ratio_threshold",
     "gauge",
@@ -138,6 +145,7 @@ def families(config: Config) -> list[Metric]:
             PG_CONNECTIONS,
             PG_LONG_QUERY,
             PG_IDLE_TX,
+            PG_LOCK_WAIT,
             PG_DEAD_TUPLES,
             PG_DEAD_MIN_ROWS,
             PG_SLOW_STATEMENT,
@@ -151,6 +159,7 @@ def families(config: Config) -> list[Metric]:
             fams[PG_LONG_QUERY].add_metric([t.name, sev], getattr(th, f"long_query_{sev}"))
             fams[PG_IDLE_TX].add_metric([t.name, sev], getattr(th, f"idle_in_transaction_{sev}"))
             fams[PG_ROLLBACK].add_metric([t.name, sev], getattr(th, f"rollback_ratio_{sev}"))
+        fams[PG_LOCK_WAIT].add_metric([t.name, "warning"], th.lock_wait_warning)
         fams[PG_DEAD_TUPLES].add_metric([t.name, "warning"], th.dead_tuple_ratio_warning)
         fams[PG_DEAD_MIN_ROWS].add_metric([t.name], th.dead_tuple_min_rows)
         fams[PG_SLOW_STATEMENT].add_metric([t.name], th.slow_statement_mean)

@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--incident",
         action="append",
         default=[],
-        help="inject an incident (repeatable): backlog, stuck, pool",
+        help="inject an incident (repeatable): backlog, stuck, pool, slow, down",
+    )
+    demo.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="do not start Prometheus and Alertmanager even when installed",
     )
     demo.add_argument(
         "--duration",
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from exporter.demo import run_demo
 
-        return run_demo(args.listen, args.incident, args.duration)
+        return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
     config = _load(args.config_file)
     if args.command == "doctor":
         from exporter.doctor import run_doctor

@@ -163,7 +163,7 @@ def sample_app_config(base: str) -> dict:
     }
 
 
-def run_demo(listen: str, incidents: list[str], duration: float) -> int:
+def run_demo(listen: str, incidents: list[str], duration: float, with_stack: bool = True) -> int:
     from exporter.cli import serve
 
     unknown = [i for i in incidents if i not in INCIDENTS]
@@ -171,6 +171,7 @@ def run_demo(listen: str, incidents: list[str], duration: float) -> int:
         print(f"error: unknown incident(s) {unknown}; choose from {list(INCIDENTS)}")
         return 2
     stop = threading.Event()
+    stacks: list = []
     pg = LocalPostgres()
     app = None
     try:
@@ -196,9 +197,19 @@ def run_demo(listen: str, incidents: list[str], duration: float) -> int:
         print(f"PostgreSQL (throwaway): {pg.dsn}", flush=True)
         if app:
             print(f"sample app:             {app.url}/api/monitoring/health", flush=True)
-        return serve(config, listen, stop, announce=_announce)
+        stacks: list = []
+
+        def announce(port: int, host: str) -> None:
+            _announce(port, host)
+            if with_stack:
+                stacks.extend(_start_stack(port))
+            print("press Ctrl-C to stop; everything is deleted on exit", flush=True)
+
+        return serve(config, listen, stop, announce=announce)
     finally:
         stop.set()
+        for stack in stacks:
+            stack.stop()
         if app is not None:
             app.stop()
         pg.cleanup()
@@ -207,4 +218,30 @@ def run_demo(listen: str, incidents: list[str], duration: float) -> int:
 def _announce(port: int, host: str) -> None:
     shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
     print(f"exporter metrics:       http://{shown}:{port}/metrics", flush=True)
-    print("press Ctrl-C to stop; everything is deleted on exit", flush=True)
+
+
+def _start_stack(port: int) -> list:
+    """Prometheus and Alertmanager with the shipped rules, when installed (scripts/setup.sh
+    installs them): `for:` capped at 30 s so an injected incident alerts within a minute."""
+    from exporter import devstack
+
+    if not devstack.tools_available():
+        print(
+            "Prometheus/Alertmanager: not installed, skipped (scripts/setup.sh installs them)",
+            flush=True,
+        )
+        return []
+    try:
+        stack = devstack.DevStack(
+            [f"127.0.0.1:{port}"],
+            interval=5.0,
+            max_for=30.0,
+            timers=devstack.AlertmanagerTimers(group_wait=5, group_interval=10, resolve_timeout=60),
+            sink=devstack.WebhookSink(on_notification=devstack._print_notification),
+        )
+        stack.start()
+    except (devstack.ToolMissing, OSError, RuntimeError) as e:
+        print(f"Prometheus/Alertmanager: could not start ({e})", flush=True)
+        return []
+    print("\n".join(stack.describe()), flush=True)
+    return [stack]

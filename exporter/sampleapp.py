@@ -206,10 +206,13 @@ def main() -> None:  # python -m exporter.sampleapp: serve until interrupted
     import argparse
 
     p = argparse.ArgumentParser(description="sample app with the runbooks' health endpoints")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)"
+    )
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--incident", choices=INCIDENTS, default=None)
     args = p.parse_args()
-    app = SampleApp(port=args.port).start()
+    app = SampleApp(host=args.host, port=args.port).start()
     app.set_incident(args.incident)
     print(f"sample app on {app.url}/api/monitoring/health", flush=True)
     try:

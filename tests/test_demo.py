@@ -57,3 +57,5 @@ def test_demo_serves_every_collector_and_the_sample_app():
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
     assert f"http://127.0.0.1:{port}/metrics" in out
+    # scripts/setup.sh installs Prometheus and Alertmanager, so the demo starts them
+    assert "Prometheus:" in out and "Alertmanager:" in out, out

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "indexes and extensions; exit 0 when all is well, 1 on findings, 2 on "
         "config errors",
     )
-    d.add_argument("--config.file", dest="config_file", default="runbook-exporter.yml")
+    # SUPPRESS: `runbook-exporter --config.file=x doctor` keeps x instead of this default
+    d.add_argument("--config.file", dest="config_file", default=argparse.SUPPRESS)
     demo = sub.add_parser(
         "demo",
         help="run the exporter against an embedded throwaway "

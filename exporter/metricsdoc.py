@@ -24,7 +24,9 @@ configured queue of it, `app` and `endpoint` a configured app and its HTTP endpo
 Collectors run in the background on their own interval; `/metrics` serves the results of each
 collector's last completed run. When a run fails (the database is unreachable, a query times out
 or errors), that collector's series are **dropped** until it succeeds again, rather than served
-as if fresh: a stale queue depth that looks healthy is worse than a gap. The failure itself is
+as if fresh: a stale queue depth that looks healthy is worse than a gap. The queues collector
+drops only the queue that failed (`runbook_queue_up` 0) and keeps serving the others, while the
+run still counts as failed. The failure itself is
 always visible: `runbook_collector_success` is 0, `runbook_collector_errors_total` grows,
 `runbook_collector_last_success_timestamp_seconds` stops moving, and `runbook_target_up` is 0 when
 the database cannot be reached. The shipped alerts page on those, so a gap never goes unnoticed.

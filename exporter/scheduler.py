@@ -31,6 +31,15 @@ class JobResult:
     error: str | None = None
 
 
+class PartialFailure(Exception):
+    """A run that failed for part of what it measures (one queue of several): the families of
+    the parts that worked are served, the run still counts as failed, the message says why."""
+
+    def __init__(self, message: str, families: list[Metric]) -> None:
+        super().__init__(message)
+        self.families = families
+
+
 @dataclass
 class Job:
     key: tuple[str, str]  # (target or app, collector or endpoint)
@@ -98,6 +107,9 @@ class Scheduler:
             async with asyncio.timeout(job.timeout):
                 families = await job.run()
             result = JobResult(families, True, time.monotonic() - started, time.time())
+        except PartialFailure as e:
+            msg = redact(str(e))
+            result = JobResult(e.families, False, time.monotonic() - started, time.time(), msg)
         except TimeoutError:
             msg = f"timed out after {job.timeout:g}s"
             result = JobResult([], False, time.monotonic() - started, time.time(), msg)

@@ -1023,10 +1023,17 @@ def queues(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     w=12,
                     h=5,
                 ),
-                ts(
+                Panel(
                     "Queues collector",
-                    f'runbook_collector_success{{{T}, collector="queues"}}',
-                    "{{target}} success",
+                    "timeseries",
+                    [
+                        Target(
+                            f'runbook_collector_success{{{T}, collector="queues"}}',
+                            "{{target}} run success",
+                        ),
+                        # which queue broke: the others are still served (docs/queues.md)
+                        Target(f"runbook_queue_up{{{TQ}}}", "{{queue}} collected"),
+                    ],
                     w=12,
                     h=5,
                     max=1,

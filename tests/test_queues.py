@@ -337,8 +337,13 @@ def test_missing_table_and_columns_name_the_config_path(fresh_db, run_exporter, 
         ),
         what="both queue collectors failing",
     )
-    # the scheduler keeps no partial result: the target's healthy queue goes dark as well
-    assert s.values("runbook_queue_jobs") == []
+    # only the broken queue goes dark: the target's healthy queue is still served
+    assert jobs(s, "pending") == 4
+    assert jobs(s, "pending", "jobz") is None
+    assert s.value("runbook_queue_up", target="app", queue="processing_jobs") == 1
+    assert s.value("runbook_queue_up", target="app", queue="jobz") == 0
+    assert s.value("runbook_queue_up", target="typo", queue="processing_jobs") == 0
+    assert s.values("runbook_queue_jobs", target="typo") == []
     assert s.value("runbook_collector_success", target="app", collector="database") == 1
     errors = [str(getattr(r, "error", "")) for r in caplog.records]
     assert any(
@@ -361,6 +366,7 @@ def test_missing_table_and_columns_name_the_config_path(fresh_db, run_exporter, 
     s = ex.wait_for(queues_ok, what="recovered after CREATE TABLE")
     assert jobs(s, "pending") == 4
     assert jobs(s, "pending", "jobz") == 2
+    assert s.value("runbook_queue_up", target="app", queue="jobz") == 1
 
 
 def test_dropped_table_is_reported_by_config_path(fresh_db, run_exporter):
@@ -374,8 +380,7 @@ def test_dropped_table_is_reported_by_config_path(fresh_db, run_exporter):
     ex.wait_for(lambda s: not queues_ok(s), what="collector failing after DROP TABLE")
     state = ex.exporter.store.snapshot()[("app", "queues")]
     assert state.last.error == (
-        'QueueConfigError: targets[0].queues[0].table: table "public.processing_jobs"'
-        " does not exist"
+        'targets[0].queues[0].table: table "public.processing_jobs" does not exist'
     )
 
 

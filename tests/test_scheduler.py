@@ -11,7 +11,7 @@ import time
 from prometheus_client.core import GaugeMetricFamily
 
 from exporter.logs import JsonFormatter, LogfmtFormatter
-from exporter.scheduler import Job, Scheduler, Store
+from exporter.scheduler import Job, PartialFailure, Scheduler, Store
 from exporter.secrets import register_secret
 
 
@@ -43,6 +43,23 @@ def test_jobs_never_overlap_and_overruns_skip_ticks():
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps and min(gaps) >= 0.25  # the next run waits for the previous one
     assert len(starts) <= 5  # missed ticks are skipped, not run in a burst
+
+
+def test_partial_failure_keeps_the_parts_that_worked_and_counts_as_failed():
+    fam = GaugeMetricFamily("runbook_queue_up", "q", labels=["queue"])
+    fam.add_metric(["good"], 1)
+    fam.add_metric(["bad"], 0)
+
+    async def half() -> list:
+        raise PartialFailure("queues[1].table: table missing", [fam])
+
+    store = Store()
+    asyncio.run(Scheduler(store).run_once(Job(("t", "queues"), 1, 1, half)))
+    st = store.states[("t", "queues")]
+    assert st.last is not None and not st.last.success
+    assert st.last.families == [fam]
+    assert st.last.error == "queues[1].table: table missing"
+    assert (st.errors_total, st.last_success_at) == (1, None)
 
 
 def test_timeout_and_failure_are_recorded_and_isolated():

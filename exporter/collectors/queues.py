@@ -14,10 +14,11 @@ outside the known values could count them, and an unmapped terminal status such 
 planner statistics instead.
 
 The table and its columns are checked in the catalog once per connection. A queue whose table
-or column is missing fails the whole collector for its target (the scheduler keeps no partial
-results) with a message naming the config path, e.g.
-`targets[0].queues[1].table: table "public.jobz" does not exist`; failing queues are checked
-again on every run, so the collector recovers as soon as the table appears.
+or column is missing, or whose query fails, loses its own series only: the target's other
+queues are still served, `runbook_queue_up{queue}` is 0 for it, and the collector's run counts as
+failed (`runbook_collector_success` 0, so RunbookCollectorFailing fires) with a message naming
+the config path, e.g. `targets[0].queues[1].table: table "public.jobz" does not exist`. Failing
+queues are checked again on every run, so they recover as soon as the table appears.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from psycopg import sql
 
 from exporter.config import Queue, Target
 from exporter.metrics import spec
+from exporter.scheduler import PartialFailure
 
 NAME = "queues"
 SRC = "collectors/queues.py"
@@ -89,6 +91,15 @@ RECENT = spec(
     "Jobs that reached the completed or failed role within the queue's recent_window (by "
     "updated_at).",
     (*TQ, "outcome"),
+    SRC,
+)
+
+QUEUE_UP = spec(
+    "runbook_queue_up",
+    "gauge",
+    "1 when the queue's last collection succeeded; 0 when its table, a column or a privilege is "
+    "missing or its query failed (its other series are then absent).",
+    TQ,
     SRC,
 )
 
@@ -438,28 +449,52 @@ async def collect_queue(conn: psycopg.AsyncConnection, target: Target, q: Queue)
     return out
 
 
-async def collect(conn: psycopg.AsyncConnection, target: Target, settings) -> list[Metric]:
+# errors that concern one queue and leave the connection usable; anything else (the
+# connection broke) fails the whole run so the target reconnects
+_QUEUE_ERRORS = (
+    *_SCHEMA_ERRORS,
+    psycopg.errors.QueryCanceled,  # statement_timeout on this queue's table
+    psycopg.errors.LockNotAvailable,
+)
+
+
+async def collect_checked(conn: psycopg.AsyncConnection, target: Target, q: Queue) -> list[Metric]:
+    """One queue, checked in the catalog first when this connection has not checked it yet."""
     checked = _checked.setdefault(conn, set())
+    if q.label not in checked:
+        found = await check_queue(conn, target, q)
+        if found:
+            raise QueueConfigError("; ".join(found))
+        checked.add(q.label)
+    try:
+        return await collect_queue(conn, target, q)
+    except _SCHEMA_ERRORS as e:
+        # the table changed since the check (dropped, renamed, grant revoked): check again so
+        # the error names the config path rather than the SQL
+        checked.discard(q.label)
+        found = await check_queue(conn, target, q)
+        if found:
+            raise QueueConfigError("; ".join(found)) from None
+        raise QueueConfigError(f"{queue_path(target, q)}: {e}") from e
+
+
+async def collect(conn: psycopg.AsyncConnection, target: Target, settings) -> list[Metric]:
+    out: list[Metric] = []
+    up = QUEUE_UP.family()
     problems: list[str] = []
     for q in target.queues:
-        if q.label not in checked:
-            found = await check_queue(conn, target, q)
-            if found:
-                problems.extend(found)
-            else:
-                checked.add(q.label)
-    if problems:
-        raise QueueConfigError("; ".join(problems))
-    out: list[Metric] = []
-    for q in target.queues:
         try:
-            out.extend(await collect_queue(conn, target, q))
-        except _SCHEMA_ERRORS as e:
-            # the table changed since the check (dropped, renamed, grant revoked): check again
-            # so the error names the config path rather than the SQL
-            checked.discard(q.label)
-            found = await check_queue(conn, target, q)
-            if found:
-                raise QueueConfigError("; ".join(found)) from None
-            raise QueueConfigError(f"{queue_path(target, q)}: {e}") from e
+            out.extend(await collect_checked(conn, target, q))
+            up.add_metric([target.name, q.label], 1)
+        except QueueConfigError as e:
+            problems.append(str(e))
+            up.add_metric([target.name, q.label], 0)
+        except _QUEUE_ERRORS as e:
+            if conn.broken or conn.closed:
+                raise
+            problems.append(f"{queue_path(target, q)}: {type(e).__name__}: {e}".strip())
+            up.add_metric([target.name, q.label], 0)
+    out.append(up)
+    if problems:
+        raise PartialFailure("; ".join(problems), out)
     return out

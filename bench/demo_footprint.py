@@ -6,6 +6,7 @@ Starts `runbook-exporter demo` as a subprocess (throwaway PostgreSQL, sample app
 waits for every collector to report, then scrapes /metrics sequentially and reports latency
 percentiles, body size and the exporter's RSS (VmRSS of the process, which also holds the demo
 worker and sample app threads, so it is an upper bound for the exporter alone).
+Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> int:
             "demo",
             "--web.listen-address",
             f"127.0.0.1:{port}",
+            "--no-stack",  # measure the exporter, not Prometheus scraping it
             "--duration",
             str(args.warmup + 120),
         ],

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--incident",
         action="append",
         default=[],
-        help="inject an incident (repeatable): backlog, stuck, pool, slow, down",
+        help="inject an incident (repeatable): backlog, stuck, retries, pool, slow, down",
     )
     demo.add_argument(
         "--no-stack",

@@ -645,14 +645,20 @@ def iter_rules(files: Iterable[Path] | None = None) -> Iterator[dict[str, Any]]:
 
 
 def _print_notification(n: Notification) -> None:
+    """One line per alert: when, which receiver, what, and the rule's summary in human units."""
+    now = time.strftime("%H:%M:%S")
     for a in n.alerts:
         labels = a.get("labels") or {}
         others = ", ".join(
-            f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
+            f"{k}={v}"
+            for k, v in sorted(labels.items())
+            if k not in ("alertname", "severity", "instance", "job")
         )
+        summary = (a.get("annotations") or {}).get("summary", "")
         print(
-            f"[{n.receiver}] {a.get('status', '?').upper()} {labels.get('alertname', '?')} "
-            f"severity={labels.get('severity', '?')} {others}",
+            f"{now} [{n.receiver}] {a.get('status', '?').upper()} {labels.get('alertname', '?')}"
+            f" severity={labels.get('severity', '?')} {others}"
+            + (f"\n    {summary}" if summary else ""),
             flush=True,
         )
 

@@ -26,6 +26,8 @@ def test_demo_serves_every_collector_and_the_sample_app():
             "60",
             "--incident",
             "backlog",
+            "--incident",
+            "stuck",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -49,7 +51,12 @@ def test_demo_serves_every_collector_and_the_sample_app():
             "runbook_queue_jobs", target="demo", queue="processing_jobs", status="pending"
         )
         assert pending > 200  # --incident backlog: above the runbook's critical depth
-        assert s.value("runbook_queue_stuck_jobs", target="demo", queue="processing_jobs") >= 1
+        # the seeded queue is healthy: the 5 stuck jobs are --incident stuck's
+        assert s.value("runbook_queue_stuck_jobs", target="demo", queue="processing_jobs") == 5
+        assert (
+            s.value("runbook_queue_retries_exhausted_jobs", target="demo", queue="processing_jobs")
+            == 0
+        )
         assert s.value("runbook_app_pool_size", app="sample-app", endpoint="monitoring") > 0
         assert s.value("runbook_pg_stat_statements_available", target="demo") == 1
     finally:

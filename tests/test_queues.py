@@ -369,6 +369,48 @@ def test_missing_table_and_columns_name_the_config_path(fresh_db, run_exporter, 
     assert s.value("runbook_queue_up", target="app", queue="jobz") == 1
 
 
+def test_a_locked_queue_table_does_not_hide_the_other_queue(fresh_db, run_exporter):
+    """A migration holds ACCESS EXCLUSIVE on one queue table: that queue's query gives up at
+    lock_timeout, the other queue is still served, the run counts as failed; released, the
+    locked queue comes back."""
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(JOBS_TABLE)
+        c.execute(JOBS_TABLE.replace("processing_jobs", "jobz"))
+        add_jobs(c, 4, "pending")
+        add_jobs(c, 2, "pending", table="jobz")
+    ex = run_exporter(
+        {
+            "targets": [
+                {
+                    **target(fresh_db, [{"table": "processing_jobs"}, {"table": "public.jobz"}]),
+                    "lock_timeout": "300ms",
+                }
+            ]
+        }
+    )
+    ex.wait_for(queues_ok, what="queues collector")
+    migration = psycopg.connect(fresh_db)
+    try:
+        migration.execute("LOCK TABLE jobz IN ACCESS EXCLUSIVE MODE")  # held: no commit yet
+        s = ex.wait_for(
+            lambda s: s.value("runbook_queue_up", target="app", queue="jobz") == 0,
+            what="the locked queue reported down",
+        )
+        assert not queues_ok(s)
+        assert s.value("runbook_queue_up", target="app", queue="processing_jobs") == 1
+        assert jobs(s, "pending") == 4
+        assert jobs(s, "pending", "jobz") is None
+        error = ex.exporter.store.snapshot()[("app", "queues")].last.error
+        assert error.startswith("targets[0].queues[1]: LockNotAvailable: ")
+        assert "lock timeout" in error
+    finally:
+        migration.rollback()
+        migration.close()
+    s = ex.wait_for(queues_ok, what="recovered after the lock is released")
+    assert jobs(s, "pending", "jobz") == 2
+    assert s.value("runbook_queue_up", target="app", queue="jobz") == 1
+
+
 def test_dropped_table_is_reported_by_config_path(fresh_db, run_exporter):
     """A table dropped after the first check: the query error is turned into the same message."""
     with psycopg.connect(fresh_db, autocommit=True) as c:

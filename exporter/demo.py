@@ -62,6 +62,18 @@ ANALYZE processing_jobs;
 """
 
 
+def init_sql() -> str:
+    """The same schema and seed as a script for PostgreSQL's initdb directory: the compose
+    stack's deploy/postgres/initdb/01-queue.sql is this text (tests/test_compose.py checks)."""
+    return (
+        "-- runbook 000's job queue, seeded healthy as in `runbook-exporter demo`"
+        " (deploy/compose.yaml).\n"
+        "-- Generated from exporter/demo.py: python -c 'from exporter.demo import init_sql;"
+        ' print(init_sql(), end="")\'\n'
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;\n" + SCHEMA + SEED
+    )
+
+
 def seed_database(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from exporter.demo import init_sql
 from exporter.pgserver import find_bin_dir
 from exporter.sampleapp import SampleApp
 from exporter.server import DEFAULT_PORT
@@ -242,6 +243,12 @@ def test_exporter_config_agrees_with_postgres_and_the_sample_app() -> None:
         for table in (q["table"], q.get("dead_letter_table")):
             if table:
                 assert table in init, f"{table} is not granted to runbook_monitor"
+
+
+def test_postgres_init_seeds_the_same_queue_as_the_demo() -> None:
+    """One sample queue: the compose stack's init script is rendered from the demo's SQL."""
+    script = DEPLOY / "postgres" / "initdb" / "01-queue.sql"
+    assert script.read_text() == init_sql(), f"regenerate {script} (see its second line)"
 
 
 def test_postgres_init_and_exporter_config_work_against_a_real_postgres(

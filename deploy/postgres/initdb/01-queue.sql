@@ -1,4 +1,5 @@
--- runbook 000's job queue with a little of everything the dashboards show (deploy/compose.yaml).
+-- runbook 000's job queue, seeded healthy as in `runbook-exporter demo` (deploy/compose.yaml).
+-- Generated from exporter/demo.py: python -c 'from exporter.demo import init_sql; print(init_sql(), end="")'
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
 CREATE TABLE processing_jobs (
@@ -10,7 +11,7 @@ CREATE TABLE processing_jobs (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
--- the indexes `runbook-exporter doctor` recommends for the queue collector's queries
+-- the index runbook 000 recommends; `runbook-exporter doctor` prints the ones a queue needs
 CREATE INDEX processing_jobs_active_idx ON processing_jobs (status)
     WHERE status IN ('pending', 'processing', 'failed');
 CREATE INDEX processing_jobs_finished_idx ON processing_jobs (updated_at)
@@ -29,9 +30,9 @@ INSERT INTO processing_jobs (status, created_at, updated_at)
     SELECT 'pending', now() - make_interval(secs => g * 7), now() - make_interval(secs => g * 7)
     FROM generate_series(1, 20) g;
 INSERT INTO processing_jobs (status, created_at, updated_at)
-    VALUES ('processing', now() - interval '50 minutes', now() - interval '45 minutes');
+    VALUES ('processing', now() - interval '3 minutes', now() - interval '1 minute');
 INSERT INTO processing_jobs (status, retry_count, error_message, created_at, updated_at)
-    VALUES ('failed', 3, 'OCR provider timed out', now() - interval '2 hours',
+    VALUES ('failed', 1, 'OCR provider timed out', now() - interval '2 hours',
             now() - interval '1 hour');
 INSERT INTO processing_jobs_dlq (job_id, error) VALUES (42, 'invalid PDF');
 ANALYZE processing_jobs;

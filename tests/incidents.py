@@ -20,26 +20,12 @@ from typing import Any
 import psycopg
 import trustme
 
-QUEUE_SCHEMA = """
-CREATE TABLE processing_jobs (
-    id            bigserial PRIMARY KEY,
-    status        text NOT NULL DEFAULT 'pending',
-    payload       jsonb,
-    error_message text,
-    retry_count   integer NOT NULL DEFAULT 0,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX processing_jobs_active_idx ON processing_jobs (status)
-    WHERE status IN ('pending', 'processing', 'failed');
-CREATE INDEX processing_jobs_finished_idx ON processing_jobs (updated_at)
-    WHERE status IN ('completed', 'failed');
-CREATE TABLE processing_jobs_dlq (
-    id        bigserial PRIMARY KEY,
-    job_id    bigint,
-    error     text,
-    failed_at timestamptz NOT NULL DEFAULT now()
-);
+from exporter.demo import SCHEMA
+
+# the demo's table and indexes (runbook 000), with a history of its own
+QUEUE_SCHEMA = (
+    SCHEMA
+    + """
 -- a healthy history: old completed jobs and a steady trickle of recent ones
 INSERT INTO processing_jobs (status, created_at, updated_at)
     SELECT 'completed', now() - make_interval(mins => g), now() - make_interval(mins => g)
@@ -49,6 +35,7 @@ INSERT INTO processing_jobs (status, created_at, updated_at)
     FROM generate_series(1, 12) g;
 ANALYZE processing_jobs;
 """
+)
 
 BACKLOG = "INSERT INTO processing_jobs (status) SELECT 'pending' FROM generate_series(1, %s)"
 OLD_BACKLOG = (

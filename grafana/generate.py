@@ -729,6 +729,17 @@ POOL_STATUS = worst(
     ],
 )
 
+# 0/1 series (up, success) shown as down/up in state timelines
+UP_DOWN = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": "red", "index": 0},
+            "1": {"text": "up", "color": "green", "index": 1},
+        },
+    }
+]
+
 LEVEL_HELP = (
     "Worst level over the checks below: OK, WARNING or CRITICAL against the exporter's threshold "
     "series (the ones the shipped alerts compare with)."
@@ -861,15 +872,7 @@ def overview(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     [Target(f"up{{{JOB}}}", "{{job}} {{instance}}")],
                     description="Prometheus' own up series for the exporter's scrape job (a job "
                     'whose name contains "runbook", as the shipped exporter alerts expect).',
-                    mappings=[
-                        {
-                            "type": "value",
-                            "options": {
-                                "0": {"text": "down", "color": "red", "index": 0},
-                                "1": {"text": "up", "color": "green", "index": 1},
-                            },
-                        }
-                    ],
+                    mappings=UP_DOWN,
                     w=16,
                     h=5,
                 ),
@@ -1352,15 +1355,7 @@ def endpoints(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "Probe success",
                     "state-timeline",
                     [Target(f"runbook_probe_success{{{AE}}}", e)],
-                    mappings=[
-                        {
-                            "type": "value",
-                            "options": {
-                                "0": {"text": "down", "color": "red", "index": 0},
-                                "1": {"text": "up", "color": "green", "index": 1},
-                            },
-                        }
-                    ],
+                    mappings=UP_DOWN,
                     h=6,
                 ),
             ],
@@ -1450,15 +1445,7 @@ def endpoints(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "Health components",
                     "state-timeline",
                     [Target(f"runbook_health_component_up{{{AE}}}", f"{e} {{{{component}}}}")],
-                    mappings=[
-                        {
-                            "type": "value",
-                            "options": {
-                                "0": {"text": "down", "color": "red", "index": 0},
-                                "1": {"text": "up", "color": "green", "index": 1},
-                            },
-                        }
-                    ],
+                    mappings=UP_DOWN,
                     w=8,
                 ),
             ],

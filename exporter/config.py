@@ -22,6 +22,7 @@ from exporter.configtypes import (
     Ratio,
     StatusList,
     ordered_pair,
+    require_unique,
 )
 from exporter.probes.config import App
 from exporter.secrets import register_secret
@@ -198,10 +199,7 @@ class Target(Model):
             raise ValueError("give exactly one of dsn or dsn_env")
         if self.password_env and self.password_file:
             raise ValueError("give at most one of password_env or password_file")
-        labels = [q.label for q in self.queues]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            raise ValueError(f"queue names must be unique within a target: {dupes}")
+        require_unique([q.label for q in self.queues], "queue names must be unique within a target")
         return self
 
     def interval_of(self, settings: CollectorSettings) -> float:
@@ -265,10 +263,7 @@ class Config(Model):
     @model_validator(mode="after")
     def _check(self) -> Config:
         for kind, items in (("target", self.targets), ("app", self.apps)):
-            names = [t.name for t in items]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{kind} names must be unique: {dupes}")
+            require_unique([t.name for t in items], f"{kind} names must be unique")
         if not self.targets and not self.apps:
             raise ValueError("nothing to do: configure at least one target or app")
         for ti, t in enumerate(self.targets):

@@ -60,3 +60,10 @@ def ordered_pair(model: BaseModel, low: str, high: str) -> None:
         raise ValueError(
             f"{low} ({getattr(model, low)}) must not be above {high} ({getattr(model, high)})"
         )
+
+
+def require_unique(names: list[str], message: str) -> None:
+    """`{message}: [the duplicates]` when a name occurs more than once."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{message}: {dupes}")

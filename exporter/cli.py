@@ -84,14 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(config: Config, source: str) -> str:
-    from exporter import collectors
-
     lines = [f"{source}: configuration is valid"]
     for t in config.targets:
-        enabled = [n for n in collectors.DB_COLLECTORS if getattr(t.collectors, n).enabled]
         lines.append(f"target {t.name} ({t.safe_dsn()})")
-        for n in enabled:
-            s = getattr(t.collectors, n)
+        for n, s in t.enabled_collectors():
             lines.append(
                 f"  collector {n}: every {t.interval_of(s):g}s, timeout {t.timeout_of(s):g}s"
             )

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from exporter.collectors import DB_COLLECTORS
 from exporter.configtypes import (
     IDENT_RE,
     Duration,
@@ -202,6 +203,10 @@ class Target(Model):
         require_unique([q.label for q in self.queues], "queue names must be unique within a target")
         return self
 
+    def enabled_collectors(self) -> list[tuple[str, CollectorSettings]]:
+        """(name, settings) of the collectors that run, in their first-run order."""
+        return [(n, s) for n in DB_COLLECTORS if (s := getattr(self.collectors, n)).enabled]
+
     def interval_of(self, settings: CollectorSettings) -> float:
         return settings.interval if settings.interval is not None else self.collect_interval
 
@@ -244,11 +249,10 @@ class Target(Model):
         """The DSN without any password, for logs and --check-config."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        raw = self.dsn if self.dsn is not None else f"${self.dsn_env}"
         if self.dsn is None:
-            return raw
+            return f"${self.dsn_env}"
         try:
-            params = conninfo_to_dict(raw)
+            params = conninfo_to_dict(self.dsn)
         except Exception:
             return "<unparseable DSN>"
         if "password" in params:
@@ -323,7 +327,6 @@ def format_validation_error(source: str, err: ValidationError, lines: dict) -> s
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     try:
-        node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {e}") from None
@@ -334,7 +337,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(source, e, _line_map(node))) from None
+        # parsed again for line numbers only when there is an error to place
+        lines = _line_map(yaml.compose(text))
+        raise ConfigError(format_validation_error(source, e, lines)) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -58,9 +58,9 @@ class MetricSpec:
 
 
 def spec(name: str, kind: Kind, help: str, labels: Sequence[str], source: str) -> MetricSpec:
-    if name in SPECS and SPECS[name] != MetricSpec(name, kind, help, tuple(labels), source):
-        raise ValueError(f"metric {name} declared twice with different definitions")
     s = MetricSpec(name, kind, help, tuple(labels), source)
+    if SPECS.get(name, s) != s:
+        raise ValueError(f"metric {name} declared twice with different definitions")
     SPECS[name] = s
     return s
 

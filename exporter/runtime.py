@@ -100,15 +100,27 @@ class Exporter(Collector):
             for job in probe_jobs(config.apps):
                 self.scheduler.add(job)
             self._static += static_families(config.apps)  # endpoint thresholds, intervals
+        self._static += self._job_settings()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def _add_target(self, t: Target) -> None:
         db = self.dbs[t.name] = TargetDB(t)
-        enabled = [n for n in collectors.DB_COLLECTORS if getattr(t.collectors, n).enabled]
-        for i, name in enumerate(enabled):
+        for i, (name, settings) in enumerate(t.enabled_collectors()):
             # stagger a target's collectors a little so they do not queue on the connection
-            self.scheduler.add(_db_job(db, name, getattr(t.collectors, name), delay=0.05 * i))
+            self.scheduler.add(_db_job(db, name, settings, delay=0.05 * i))
+
+    def _job_settings(self) -> list[Metric]:
+        """Series that do not change while the exporter runs, built once, not per scrape."""
+        interval, timeout = COLLECTOR_INTERVAL.family(), COLLECTOR_TIMEOUT.family()
+        for job in self.scheduler.jobs:
+            if job.self_metrics:
+                interval.add_metric(list(job.key), job.interval)
+                timeout.add_metric(list(job.key), job.timeout)
+        return [
+            BUILD_INFO.one(1, __version__, platform.python_version()),
+            *(f for f in (interval, timeout) if f.samples),
+        ]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -147,10 +159,7 @@ class Exporter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.store.snapshot()
-        fams: list[Metric] = [
-            BUILD_INFO.one(1, __version__, platform.python_version()),
-            *self._static,
-        ]
+        fams: list[Metric] = list(self._static)
         up = TARGET_UP.family()
         for name, db in self.dbs.items():
             up.add_metric([name], db.up)
@@ -161,8 +170,6 @@ class Exporter(Collector):
                 COLLECTOR_SUCCESS,
                 COLLECTOR_DURATION,
                 COLLECTOR_LAST_SUCCESS,
-                COLLECTOR_INTERVAL,
-                COLLECTOR_TIMEOUT,
                 COLLECTOR_RUNS,
                 COLLECTOR_ERRORS,
             )
@@ -171,8 +178,6 @@ class Exporter(Collector):
             st = snap.get(job.key)
             if job.self_metrics:
                 labels = list(job.key)
-                own[COLLECTOR_INTERVAL].add_metric(labels, job.interval)
-                own[COLLECTOR_TIMEOUT].add_metric(labels, job.timeout)
                 own[COLLECTOR_RUNS].add_metric(labels, st.runs_total if st else 0)
                 own[COLLECTOR_ERRORS].add_metric(labels, st.errors_total if st else 0)
             if st is None or st.last is None:

@@ -103,19 +103,18 @@ class Scheduler:
 
     async def run_once(self, job: Job) -> JobResult:
         started = time.monotonic()
+        families: list[Metric] = []
+        error: str | None = None
         try:
             async with asyncio.timeout(job.timeout):
                 families = await job.run()
-            result = JobResult(families, True, time.monotonic() - started, time.time())
         except PartialFailure as e:
-            msg = redact(str(e))
-            result = JobResult(e.families, False, time.monotonic() - started, time.time(), msg)
+            families, error = e.families, redact(str(e))
         except TimeoutError:
-            msg = f"timed out after {job.timeout:g}s"
-            result = JobResult([], False, time.monotonic() - started, time.time(), msg)
+            error = f"timed out after {job.timeout:g}s"
         except Exception as e:  # one failing job must never stop the others
-            msg = redact(f"{type(e).__name__}: {e}".strip())
-            result = JobResult([], False, time.monotonic() - started, time.time(), msg)
+            error = redact(f"{type(e).__name__}: {e}".strip())
+        result = JobResult(families, error is None, time.monotonic() - started, time.time(), error)
         self.store.put(job.key, result)
         return result
 

@@ -39,6 +39,48 @@ class MarkedCursor(psycopg.AsyncCursor):
         return await super().execute(query, params, **kwargs)
 
 
+async def open_connection(
+    target: Target, application_name: str = APPLICATION_NAME
+) -> psycopg.AsyncConnection:
+    """A new session to the target, set up the way every exporter statement expects it:
+    autocommit, marked statements, read-only, bounded by the target's timeouts. Raises
+    ConfigError when the DSN or password cannot be resolved, the connection error otherwise
+    (see describe_error); a session whose setup failed is closed, not leaked."""
+    conn = await psycopg.AsyncConnection.connect(
+        target.conninfo(),
+        autocommit=True,
+        application_name=application_name,
+        connect_timeout=int(target.connect_timeout),
+        cursor_factory=MarkedCursor,
+    )
+    try:
+        # SET rather than the `options` startup parameter: poolers such as pgbouncer and
+        # Supabase's pooler reject `options`, but accept these in session mode
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, false),"
+            " set_config('lock_timeout', %s, false),"
+            " set_config('default_transaction_read_only', 'on', false),"
+            " set_config('idle_in_transaction_session_timeout', %s, false)",
+            (
+                f"{int(target.statement_timeout * 1000)}ms",
+                f"{int(target.lock_timeout * 1000)}ms",
+                f"{int(max(target.collect_timeout, 1) * 1000)}ms",
+            ),
+        )
+    except Exception:
+        with suppress(Exception):
+            await conn.close()
+        raise
+    return conn
+
+
+def describe_error(e: BaseException) -> str:
+    """The first line of a connection error, secrets redacted (it may name host and user,
+    never the password), for logs, metrics and the doctor."""
+    text = str(e).strip()
+    return redact(text.splitlines()[0] if text else repr(e))
+
+
 class TargetUnavailable(Exception):
     """The target cannot be reached now; the message says why and when it is retried."""
 
@@ -52,7 +94,6 @@ class TargetDB:
         self.last_error: str | None = None
         self._backoff = 1.0
         self._next_attempt = 0.0
-        self.server_version_num = 0
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -80,34 +121,11 @@ class TargetDB:
                 f"not connected ({self.last_error}); retrying in {self._next_attempt - now:.0f}s"
             )
         t = self.target
-        conn: psycopg.AsyncConnection | None = None
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                t.conninfo(),
-                autocommit=True,
-                application_name=APPLICATION_NAME,
-                connect_timeout=int(t.connect_timeout),
-                cursor_factory=MarkedCursor,
-            )
-            # SET rather than the `options` startup parameter: poolers such as pgbouncer and
-            # Supabase's pooler reject `options`, but accept these in session mode
-            await conn.execute(
-                "SELECT set_config('statement_timeout', %s, false),"
-                " set_config('lock_timeout', %s, false),"
-                " set_config('default_transaction_read_only', 'on', false),"
-                " set_config('idle_in_transaction_session_timeout', %s, false)",
-                (
-                    f"{int(t.statement_timeout * 1000)}ms",
-                    f"{int(t.lock_timeout * 1000)}ms",
-                    f"{int(max(t.collect_timeout, 1) * 1000)}ms",
-                ),
-            )
+            conn = await open_connection(t)
         except Exception as e:
-            if conn is not None:  # connected but the session setup failed: do not leak it
-                with suppress(Exception):
-                    await conn.close()
             self.up = 0
-            self.last_error = redact(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            self.last_error = describe_error(e)
             self._next_attempt = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             log.warning(
@@ -116,7 +134,6 @@ class TargetDB:
             )
             raise TargetUnavailable(f"cannot connect: {self.last_error}") from None
         self.conn = conn
-        self.server_version_num = conn.info.server_version
         self.up = 1
         self._backoff = 1.0
         self.last_error = None

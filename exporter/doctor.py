@@ -24,8 +24,9 @@ import psycopg
 from psycopg import sql
 
 from exporter.collectors import queues as qc
+from exporter.collectors import statements as sc
 from exporter.config import Config, ConfigError, Queue, Target
-from exporter.db import MarkedCursor
+from exporter.db import describe_error, open_connection
 from exporter.secrets import redact
 
 APPLICATION_NAME = "runbook-exporter-doctor"
@@ -73,31 +74,17 @@ async def _doctor(config: Config, report: Report) -> None:
     for t in config.targets:
         print(f"target {t.name} ({t.safe_dsn()})")
         try:
-            conninfo = t.conninfo()
+            # set up like the exporter's own sessions (timeouts, read-only, statements marked
+            # so they stay out of the statements collector's top N)
+            conn = await open_connection(t, application_name=APPLICATION_NAME)
         except ConfigError as e:
             report.error(str(e))
             continue
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                conninfo,
-                autocommit=True,
-                application_name=APPLICATION_NAME,
-                connect_timeout=int(t.connect_timeout),
-                # marked like the exporter's own statements, so they stay out of the
-                # statements collector's top N
-                cursor_factory=MarkedCursor,
-            )
-        except Exception as e:  # the message may name host and user, never the password
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            report.error(f"cannot connect: {first}")
+        except Exception as e:
+            report.error(f"cannot connect: {describe_error(e)}")
             continue
         try:
             async with conn:
-                await conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false),"
-                    " set_config('default_transaction_read_only', 'on', false)",
-                    (f"{int(t.statement_timeout * 1000)}ms",),
-                )
                 await check_target(conn, t, report)
         except psycopg.Error as e:
             report.error(f"check aborted: {type(e).__name__}: {str(e).strip()}")
@@ -134,9 +121,8 @@ async def check_pg_stat_statements(
     conn: psycopg.AsyncConnection, t: Target, report: Report
 ) -> None:
     report_missing = report.finding if t.collectors.statements.enabled else report.note
-    row = await _one(
-        conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'"
-    )
+    # where the collector finds it: the extension's schema need not be on the search_path
+    row = await _one(conn, sc.FIND_SQL)
     if row is None:
         report_missing(
             "pg_stat_statements is not installed in this database (slow-statement metrics need "
@@ -144,8 +130,12 @@ async def check_pg_stat_statements(
             fix="CREATE EXTENSION pg_stat_statements;",
         )
         return
+    schema, _, version = row
     try:
-        await _one(conn, "SELECT 1 FROM pg_stat_statements LIMIT 1")
+        await _one(
+            conn,
+            sql.SQL("SELECT 1 FROM {}.pg_stat_statements LIMIT 1").format(sql.Identifier(schema)),
+        )
     except psycopg.errors.ObjectNotInPrerequisiteState:
         report_missing(
             "pg_stat_statements is installed but not loaded",
@@ -156,14 +146,13 @@ async def check_pg_stat_statements(
     except psycopg.errors.InsufficientPrivilege:
         report_missing("the role cannot read pg_stat_statements", fix="GRANT pg_monitor TO ...;")
         return
-    report.ok(f"pg_stat_statements {row[0]} is installed and loaded")
+    report.ok(f"pg_stat_statements {version} is installed and loaded")
 
 
 # --- queues -----------------------------------------------------------------------------
 
 INDEXES_SQL = """
-SELECT c.relname::text, i.indisvalid, i.indpred IS NOT NULL, pg_get_indexdef(i.indexrelid),
-       n.nspname::text
+SELECT c.relname::text, i.indisvalid, i.indpred IS NOT NULL, n.nspname::text
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -172,10 +161,14 @@ WHERE i.indrelid = %(rel)s::regclass
 """
 
 
+STATUS_STATS_SQL = """
+SELECT most_common_vals::text::text[], most_common_freqs FROM pg_stats
+WHERE schemaname = %s AND tablename = %s AND attname = %s
+"""
+
+
 async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report: Report) -> None:
-    info = await qc.table_info(conn, q.table)
-    dlq = await qc.table_info(conn, q.dead_letter_table) if q.dead_letter_table else None
-    problems = qc.queue_problems(qc.queue_path(t, q), q, info, dlq)
+    info, problems = await qc.check_queue(conn, t, q)
     for p in problems:
         report.finding(p, indent=2)
     if problems or info is None:
@@ -197,14 +190,12 @@ async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report
                 "TimeZone setting",
                 indent=2,
             )
-    regclass = sql.Identifier(*q.table.split(".", 1)).as_string(conn)
+    regclass = sql.Identifier(*q.schema_table).as_string(conn)
     indexes = {
-        name: (valid, partial, definition, schema)
-        for name, valid, partial, definition, schema in await _all(
-            conn, INDEXES_SQL, {"rel": regclass}
-        )
+        name: (valid, partial, schema)
+        for name, valid, partial, schema in await _all(conn, INDEXES_SQL, {"rel": regclass})
     }
-    for name, (valid, _, _, schema) in sorted(indexes.items()):
+    for name, (valid, _, schema) in sorted(indexes.items()):
         if not valid:  # left behind by a failed CREATE INDEX CONCURRENTLY; still maintained
             fix = (
                 f"DROP INDEX CONCURRENTLY {await _quote(conn, schema)}.{await _quote(conn, name)};"
@@ -216,8 +207,10 @@ async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report
         for query in qc.queries(q):
             if query.index_column is not None:
                 await check_index(conn, q, info.relkind, query, indexes, report)
-    await check_terminal(conn, q, report)
-    await check_unmapped(conn, q, report)
+    # the status column's statistics (only ANALYZE gathers them): None when it has none
+    stats = await _one(conn, STATUS_STATS_SQL, (*q.schema_table, q.status_column))
+    await check_terminal(conn, q, stats is not None, report)
+    check_unmapped(q, stats, report)
     if q.dead_letter_table:
         (n,) = await _one(conn, qc.dead_letter_query(q).text)
         report.note(
@@ -250,8 +243,9 @@ async def explain(conn: psycopg.AsyncConnection, query: qc.Query) -> dict:
     rightly prefer a seq scan, and we want to know whether it *can* use an index."""
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
-        rows = await _all(conn, sql.SQL("EXPLAIN (FORMAT JSON) ") + query.text, query.params)
-    return rows[0][0][0]["Plan"]
+        plan = await qc.explain_plan(conn, query)
+    assert plan is not None  # EXPLAIN always returns a plan
+    return plan
 
 
 def index_serves(plan: dict, column: str, quoted: str, partial: set[str], status: str) -> bool:
@@ -280,12 +274,11 @@ async def create_index_statement(
     query: qc.Query,
     existing: set[str],
 ) -> str:
-    schema, table = q.table.split(".", 1)
-    if query.name == "active":
-        column, statuses, suffix = q.status_column, qc.active_statuses(q), "active"
-    else:
-        column, statuses, suffix = q.updated_at_column, qc.finished_statuses(q), "recent"
-    base = f"{table[:50]}_{suffix}_idx"
+    schema, table = q.schema_table
+    column = query.index_column
+    if column is None:
+        raise ValueError(f"the {query.name} query needs no index")
+    base = f"{table[:50]}_{query.name}_idx"
     name = base
     for i in range(2, 100):  # a name not taken in the schema (bounded: at most 98 tries)
         if name not in existing:
@@ -298,7 +291,7 @@ async def create_index_statement(
             if not taken:
                 break
         name = f"{base}{i}"
-    values = ", ".join(sql.Literal(v).as_string(conn) for v in statuses)
+    values = ", ".join(sql.Literal(v).as_string(conn) for v in query.index_statuses)
     # CONCURRENTLY does not block writers, but PostgreSQL refuses it on a partitioned table
     how = "CREATE INDEX" if relkind == "p" else "CREATE INDEX CONCURRENTLY"
     return (
@@ -313,16 +306,17 @@ async def check_index(
     q: Queue,
     relkind: str,
     query: qc.Query,
-    indexes: dict[str, tuple[bool, bool, str, str]],
+    indexes: dict[str, tuple[bool, bool, str]],
     report: Report,
 ) -> None:
     what = {
         "active": "counting pending/processing/failed jobs",
         "recent": "counting recently finished jobs",
     }[query.name]
-    column = query.index_column or q.status_column
+    column = query.index_column
+    assert column is not None  # only queries an index can serve are checked
     plan = await explain(conn, query)
-    partial = {name for name, (valid, is_partial, _, _) in indexes.items() if valid and is_partial}
+    partial = {name for name, (valid, is_partial, _) in indexes.items() if valid and is_partial}
     used = sorted({n["Index Name"] for n in _plan_nodes(plan) if "Index Name" in n})
     if index_serves(plan, column, await _quote(conn, column), partial, q.status_column):
         report.ok(f"{query.name} query ({what}) uses index {', '.join(used)}", indent=2)
@@ -336,7 +330,9 @@ async def check_index(
     )
 
 
-async def check_terminal(conn: psycopg.AsyncConnection, q: Queue, report: Report) -> None:
+async def check_terminal(
+    conn: psycopg.AsyncConnection, q: Queue, has_stats: bool, report: Report
+) -> None:
     if q.count_terminal == "off" or not q.statuses.completed:
         report.note("completed jobs are not counted (count_terminal: off)", indent=2)
         return
@@ -347,17 +343,9 @@ async def check_terminal(conn: psycopg.AsyncConnection, q: Queue, report: Report
             indent=2,
         )
         return
-    schema, table = q.table.split(".", 1)
+    schema, table = q.schema_table
     # the estimate needs the status column's most common values, which only ANALYZE gathers
     # (CREATE INDEX and VACUUM set the row count but not the column statistics)
-    has_stats, analyzed = await _one(
-        conn,
-        "SELECT EXISTS (SELECT FROM pg_stats WHERE schemaname = %(s)s AND tablename = %(t)s"
-        " AND attname = %(c)s),"
-        " (SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_all_tables"
-        " WHERE schemaname = %(s)s AND relname = %(t)s)",
-        {"s": schema, "t": table, "c": q.status_column},
-    )
     if not has_stats:
         report.finding(
             "the status column has no planner statistics: the completed estimate is a guess "
@@ -366,25 +354,24 @@ async def check_terminal(conn: psycopg.AsyncConnection, q: Queue, report: Report
             fix=f"ANALYZE {await _quote(conn, schema)}.{await _quote(conn, table)};",
         )
         return
+    (analyzed,) = await _one(
+        conn,
+        "SELECT (SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_all_tables"
+        " WHERE schemaname = %s AND relname = %s)",
+        (schema, table),
+    )
     est = await qc.estimate_rows(conn, qc.completed_query(q))
     when = f"last analyzed {analyzed:%Y-%m-%d %H:%M:%S %Z}" if analyzed else "analyze time unknown"
     report.ok(f"completed jobs estimated at {est:.0f} from planner statistics ({when})", indent=2)
 
 
-async def check_unmapped(conn: psycopg.AsyncConnection, q: Queue, report: Report) -> None:
+def check_unmapped(q: Queue, stats: tuple | None, report: Report) -> None:
     """Status values the planner has seen that no role maps: they are not counted at all."""
-    schema, table = q.table.split(".", 1)
-    row = await _one(
-        conn,
-        "SELECT most_common_vals::text::text[], most_common_freqs FROM pg_stats"
-        " WHERE schemaname = %s AND tablename = %s AND attname = %s",
-        (schema, table, q.status_column),
-    )
-    if not row or row[0] is None:
+    if not stats or stats[0] is None:
         return
     mapped = q.statuses.role_of()
     unmapped = [
-        f"{v!r} (~{f:.1%})" for v, f in zip(row[0], row[1], strict=False) if v not in mapped
+        f"{v!r} (~{f:.1%})" for v, f in zip(stats[0], stats[1], strict=False) if v not in mapped
     ]
     if unmapped:
         report.note(

@@ -215,3 +215,21 @@ def test_cli_exit_codes(fresh_db, tmp_path):
         timeout=60,
     )
     assert r.returncode == 2 and "bad.yml" in r.stderr, r.stdout + r.stderr
+
+
+def test_pg_stat_statements_in_a_schema_off_the_search_path(fresh_db, capsys):
+    """Like the statements collector, the doctor finds the extension wherever it was created."""
+    seeded(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("DROP EXTENSION pg_stat_statements")
+        c.execute("CREATE SCHEMA ext")
+        c.execute("CREATE EXTENSION pg_stat_statements SCHEMA ext")
+        (search_path,) = c.execute("SHOW search_path").fetchone()
+    assert "ext" not in search_path
+    rc, out = doctor(config(fresh_db), capsys)
+    assert rc == 1, out  # the indexes are missing: findings, not an aborted check
+    assert "ERROR" not in out and "check aborted" not in out, out
+    assert "pg_stat_statements" in out and "is installed and loaded" in out, out
+    assert "CREATE EXTENSION pg_stat_statements;" not in fixes(out)
+    assert "table and columns: status text" in out, out
+    assert "CREATE INDEX CONCURRENTLY processing_jobs_active_idx" in out, out

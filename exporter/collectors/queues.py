@@ -168,18 +168,26 @@ def queue_path(target: Target, queue: Queue) -> str:
     return f"target {target.name}: queues[{target.queues.index(queue)}]"
 
 
+def _relation_problem(path: str, key: str, name: str, info: TableInfo | None) -> str | None:
+    """Why the relation `name` (config key `key`) cannot be read, or None when it can."""
+    if info is None:
+        return f'{path}.{key}: table "{name}" does not exist'
+    if info.relkind not in SELECTABLE:
+        return f'{path}.{key}: "{name}" is not a table or view'
+    if not info.readable:
+        return f'{path}.{key}: permission denied: cannot SELECT from "{name}"'
+    return None
+
+
 def queue_problems(
     path: str, queue: Queue, info: TableInfo | None, dlq: TableInfo | None
 ) -> list[str]:
     """What in the catalog keeps the queue's queries from working, one message per problem."""
     problems: list[str] = []
-    if info is None:
-        problems.append(f'{path}.table: table "{queue.table}" does not exist')
-    elif info.relkind not in SELECTABLE:
-        problems.append(f'{path}.table: "{queue.table}" is not a table or view')
-    elif not info.readable:
-        problems.append(f'{path}.table: permission denied: cannot SELECT from "{queue.table}"')
-    else:
+    problem = _relation_problem(path, "table", queue.table, info)
+    if problem is not None:
+        problems.append(problem)
+    elif info is not None:
         wanted: list[tuple[str, str, tuple[str, ...], str]] = [
             ("status_column", queue.status_column, ("S", "E"), "text, varchar or an enum"),
             ("created_at_column", queue.created_at_column, ("D",), "timestamptz or timestamp"),
@@ -213,26 +221,19 @@ def queue_problems(
                         f' {status.type} of column "{queue.status_column}"'
                     )
     if queue.dead_letter_table is not None:
-        if dlq is None:
-            problems.append(
-                f'{path}.dead_letter_table: table "{queue.dead_letter_table}" does not exist'
-            )
-        elif dlq.relkind not in SELECTABLE:
-            problems.append(
-                f'{path}.dead_letter_table: "{queue.dead_letter_table}" is not a table or view'
-            )
-        elif not dlq.readable:
-            problems.append(
-                f"{path}.dead_letter_table: permission denied: cannot SELECT from"
-                f' "{queue.dead_letter_table}"'
-            )
+        problem = _relation_problem(path, "dead_letter_table", queue.dead_letter_table, dlq)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
-async def check_queue(conn: psycopg.AsyncConnection, target: Target, queue: Queue) -> list[str]:
+async def check_queue(
+    conn: psycopg.AsyncConnection, target: Target, queue: Queue
+) -> tuple[TableInfo | None, list[str]]:
+    """The queue's table as the catalog has it (None when missing) and its problems."""
     info = await table_info(conn, queue.table)
     dlq = await table_info(conn, queue.dead_letter_table) if queue.dead_letter_table else None
-    return queue_problems(queue_path(target, queue), queue, info, dlq)
+    return info, queue_problems(queue_path(target, queue), queue, info, dlq)
 
 
 # --- the queries ------------------------------------------------------------------------
@@ -262,6 +263,8 @@ class Query:
     text: sql.Composed
     params: dict[str, Any]
     index_column: str | None  # the column an index must bound for the query to be O(active)
+    # the status values of that index's predicate (WHERE status IN (...)); [] when no index
+    index_statuses: list[str] = field(default_factory=list)
 
 
 def active_statuses(queue: Queue) -> list[str]:
@@ -308,7 +311,7 @@ def active_query(queue: Queue) -> Query:
     }
     if queue.retry_count_column:
         params["max_retries"] = queue.max_retries
-    return Query("active", text, params, queue.status_column)
+    return Query("active", text, params, queue.status_column, active_statuses(queue))
 
 
 def recent_query(queue: Queue) -> Query:
@@ -334,7 +337,7 @@ def recent_query(queue: Queue) -> Query:
         **_params("f", s.failed),
         **_params("t", finished_statuses(queue)),
     }
-    return Query("recent", text, params, queue.updated_at_column)
+    return Query("recent", text, params, queue.updated_at_column, finished_statuses(queue))
 
 
 def completed_query(queue: Queue) -> Query:
@@ -374,9 +377,9 @@ async def run(conn: psycopg.AsyncConnection, query: Query) -> list[tuple]:
     return await cur.fetchall()
 
 
-async def estimate_rows(conn: psycopg.AsyncConnection, query: Query) -> float:
-    """The planner's row estimate: reltuples/relpages from the last ANALYZE scaled to the
-    table's current size, times the selectivity of the status values (most common values)."""
+async def explain_plan(conn: psycopg.AsyncConnection, query: Query) -> dict | None:
+    """The query's plan (EXPLAIN without executing it): the top node of EXPLAIN (FORMAT JSON),
+    None when there is none."""
     explain = sql.SQL("EXPLAIN (FORMAT JSON) ") + query.text
     cur = await conn.execute(explain, query.params, prepare=False)
     row = await cur.fetchone()
@@ -385,7 +388,14 @@ async def estimate_rows(conn: psycopg.AsyncConnection, query: Query) -> float:
         import json
 
         plan = json.loads(plan)
-    return float(plan[0]["Plan"]["Plan Rows"]) if plan else 0.0
+    return plan[0]["Plan"] if plan else None
+
+
+async def estimate_rows(conn: psycopg.AsyncConnection, query: Query) -> float:
+    """The planner's row estimate: reltuples/relpages from the last ANALYZE scaled to the
+    table's current size, times the selectivity of the status values (most common values)."""
+    plan = await explain_plan(conn, query)
+    return float(plan["Plan Rows"]) if plan else 0.0
 
 
 # --- the collector ----------------------------------------------------------------------
@@ -462,7 +472,7 @@ async def collect_checked(conn: psycopg.AsyncConnection, target: Target, q: Queu
     """One queue, checked in the catalog first when this connection has not checked it yet."""
     checked = _checked.setdefault(conn, set())
     if q.label not in checked:
-        found = await check_queue(conn, target, q)
+        _, found = await check_queue(conn, target, q)
         if found:
             raise QueueConfigError("; ".join(found))
         checked.add(q.label)
@@ -472,7 +482,7 @@ async def collect_checked(conn: psycopg.AsyncConnection, target: Target, q: Queu
         # the table changed since the check (dropped, renamed, grant revoked): check again so
         # the error names the config path rather than the SQL
         checked.discard(q.label)
-        found = await check_queue(conn, target, q)
+        _, found = await check_queue(conn, target, q)
         if found:
             raise QueueConfigError("; ".join(found)) from None
         raise QueueConfigError(f"{queue_path(target, q)}: {e}") from e

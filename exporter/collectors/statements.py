@@ -39,12 +39,14 @@ log = logging.getLogger("exporter.collectors.statements")
 # again only when it changes or after it was available in between
 _unavailable: dict[str, str] = {}
 
-# Where the extension lives in this database (it need not be on the search_path), and whether
-# its view has the PostgreSQL 13+ column names (pg_stat_statements 1.8+).
+# Where the extension lives in this database (it need not be on the search_path), whether its
+# view has the PostgreSQL 13+ column names (pg_stat_statements 1.8+), and its version (for the
+# doctor).
 FIND_SQL = """
 SELECT n.nspname,
        EXISTS (SELECT 1 FROM pg_attribute a
-               WHERE a.attrelid = c.oid AND a.attname = 'total_exec_time' AND NOT a.attisdropped)
+               WHERE a.attrelid = c.oid AND a.attname = 'total_exec_time' AND NOT a.attisdropped),
+       e.extversion
 FROM pg_extension e
 JOIN pg_namespace n ON n.oid = e.extnamespace
 JOIN pg_class c ON c.relnamespace = e.extnamespace AND c.relname = 'pg_stat_statements'
@@ -165,7 +167,7 @@ async def collect(conn, target, settings) -> list[Metric]:
     found = await cur.fetchone()
     if found is None:
         return _unavailable_now(t, "the extension is not created in the target database")
-    schema, new_columns = found
+    schema, new_columns, _ = found
     query = sql.SQL(STATS_SQL).format(
         schema=sql.Identifier(schema),
         total=sql.Identifier("total_exec_time" if new_columns else "total_time"),

@@ -17,7 +17,7 @@ import jmespath
 import jmespath.exceptions
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
-from exporter.configtypes import Duration, LabelValue, Model, Ratio, ordered_pair
+from exporter.configtypes import Duration, LabelValue, Model, Ratio, ordered_pair, require_unique
 from exporter.secrets import register_secret
 
 MiB = 1024 * 1024
@@ -25,10 +25,11 @@ DAY = 86400.0
 # snake_case Prometheus metric names, without the colon that is reserved for recording rules
 METRIC_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 APP_METRIC_PREFIX = "runbook_app_"
+# the Pool model's field paths (probes/pool.py reads them); each but `total` is a pool gauge
+POOL_FIELDS = ("size", "in_use", "idle", "waiting", "overflow", "max_overflow", "total")
 # suffixes that mean something else in the exposition format, and the pool gauges' names
 _RESERVED_SUFFIXES = ("_total", "_count", "_sum", "_bucket", "_created", "_info")
-_POOL_NAMES = {"pool_size", "pool_in_use", "pool_idle", "pool_waiting", "pool_overflow"}
-_POOL_NAMES |= {"pool_max_overflow"}
+_POOL_NAMES = {f"pool_{f}" for f in POOL_FIELDS if f != "total"}
 # what `promtool check metrics` rejects in names (its promlint unit rules)
 _ABBREVIATED_UNITS = {
     "s",
@@ -138,10 +139,6 @@ class TLS(Model):
             raise ValueError("key_file needs cert_file")
         return self
 
-    @property
-    def key(self) -> tuple:
-        return (self.ca_file, self.cert_file, self.key_file, self.insecure_skip_verify)
-
 
 class Thresholds(Model):
     latency_warning: Duration = 1.5  # runbook 000: API response time > 1.5 s
@@ -189,10 +186,19 @@ class Assertion(Model):
             raise ValueError(f"min ({self.min:g}) must not be above max ({self.max:g})")
         return self
 
-    def describe(self) -> str:
+    @property
+    def kind(self) -> Literal["equals", "in", "range"]:
+        """Which check this is (exactly one, see _one_kind)."""
         if "equals" in self.model_fields_set:
-            return f"{self.path} == {self.equals!r}"
+            return "equals"
         if self.in_ is not None:
+            return "in"
+        return "range"
+
+    def describe(self) -> str:
+        if self.kind == "equals":
+            return f"{self.path} == {self.equals!r}"
+        if self.kind == "in":
             return f"{self.path} in {self.in_!r}"
         low = "" if self.min is None else f"{self.min:g} <= "
         high = "" if self.max is None else f" <= {self.max:g}"
@@ -209,9 +215,6 @@ class Components(Model):
     up: list[str | bool | int] = ["up", "ok", "healthy", "pass", "passed", "connected", True]
     include: list[str] | None = None  # only these components (e.g. top-level keys)
     max: int = Field(20, ge=1, le=100)  # bounded label set
-
-
-PoolField = Literal["size", "in_use", "idle", "waiting", "overflow", "max_overflow", "total"]
 
 
 class Pool(Model):
@@ -233,8 +236,7 @@ class Pool(Model):
 
     @model_validator(mode="after")
     def _something(self) -> Pool:
-        fields = ("size", "in_use", "idle", "waiting", "overflow", "max_overflow", "total")
-        if self.preset is None and all(getattr(self, f) is None for f in fields):
+        if self.preset is None and all(getattr(self, f) is None for f in POOL_FIELDS):
             raise ValueError("give a preset (sqlalchemy, node_postgres) or field paths")
         return self
 
@@ -352,10 +354,9 @@ class Endpoint(EndpointSettings):
             raise ValueError("url: must be an absolute http:// or https:// URL")
         if url.userinfo:
             raise ValueError("url: put credentials in basic_auth or headers, not in the URL")
-        names = [m.name for m in self.metrics]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"metrics: names must be unique within an endpoint: {dupes}")
+        require_unique(
+            [m.name for m in self.metrics], "metrics: names must be unique within an endpoint"
+        )
         return self
 
     def describe(self) -> str:
@@ -427,10 +428,9 @@ class App(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> App:
-        names = [e.name for e in self.endpoints]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"endpoint names must be unique within an app: {dupes}")
+        require_unique(
+            [e.name for e in self.endpoints], "endpoint names must be unique within an app"
+        )
         for e in self.endpoints:
             e.register_inline_secrets()
         return self

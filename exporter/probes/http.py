@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ class ProbeFailure(Exception):
 class HTTPResult:
     status: int | None = None
     body: bytes | None = None  # kept only when the endpoint needs its JSON
-    body_size: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     cert_expiry: float | None = None  # unix time the leaf certificate expires
     failure: ProbeFailure | None = None
@@ -63,10 +61,10 @@ class Clients:
     """httpx clients keyed by TLS settings and redirect limit, created on first use."""
 
     def __init__(self) -> None:
-        self._clients: dict[tuple, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[TLS, int], httpx.AsyncClient] = {}
 
     def get(self, tls: TLS, max_redirects: int) -> httpx.AsyncClient:
-        key = (*tls.key, max_redirects)
+        key = (tls, max_redirects)  # TLS is frozen: hashable, equal by value
         client = self._clients.get(key)
         if client is None:
             # a bad CA or key file is not cached: it may be fixed while we run
@@ -80,9 +78,6 @@ class Clients:
             )
             self._clients[key] = client
         return client
-
-    def __len__(self) -> int:
-        return len(self._clients)
 
     async def aclose(self) -> None:
         for c in self._clients.values():
@@ -105,7 +100,7 @@ def _cert_expiry(ssl_object: Any) -> float | None:
     except ImportError:  # optional: without it, unverified certificates have no expiry
         return None
     cert = x509.load_der_x509_certificate(der)
-    return cert.not_valid_after_utc.replace(tzinfo=datetime.UTC).timestamp()
+    return cert.not_valid_after_utc.timestamp()
 
 
 class Tracer:
@@ -195,7 +190,7 @@ async def fetch(ep: Endpoint, clients: Clients) -> HTTPResult:
         headers = request_headers(ep)
         try:
             client = clients.get(ep.tls, ep.max_redirects)
-        except (OSError, ssl.SSLError, ValueError) as e:
+        except (OSError, ValueError) as e:
             raise ProbeFailure("tls", f"TLS settings: {redact(str(e))}") from None
         started = time.monotonic()
         async with asyncio.timeout(ep.probe_timeout):
@@ -234,13 +229,11 @@ async def _exchange(
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
             if size > ep.max_body_size:
-                res.body_size = size
                 raise ProbeFailure(
                     "body_too_large", f"body is above {ep.max_body_size} bytes; stopped reading"
                 )
             if keep is not None:
                 keep.extend(chunk)
-        res.body_size = size
         res.body = bytes(keep) if keep is not None else None
         if tracer.headers_at is not None:
             tracer.phases["body"] = time.monotonic() - tracer.headers_at

@@ -18,7 +18,7 @@ import jmespath
 from prometheus_client.core import Metric
 
 from exporter.metrics import MetricSpec, spec
-from exporter.probes.config import Pool
+from exporter.probes.config import POOL_FIELDS, Pool
 from exporter.probes.healthjson import number
 
 SRC = "probes/pool.py"
@@ -82,13 +82,12 @@ PRESETS: dict[str, dict[str, str]] = {
         "size": "max",
     },
 }
-FIELDS = ("size", "in_use", "idle", "waiting", "overflow", "max_overflow", "total")
 
 
 class PoolReader:
     def __init__(self, cfg: Pool) -> None:
         paths = dict(PRESETS.get(cfg.preset or "", {}))
-        for f in FIELDS:
+        for f in POOL_FIELDS:
             if getattr(cfg, f) is not None:
                 paths[f] = getattr(cfg, f)
         self.path = jmespath.compile(cfg.path)

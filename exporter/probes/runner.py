@@ -120,7 +120,7 @@ class Prober:
         self.requests = 0
         self.failures = 0
         self.consecutive = 0
-        self.bucket_counts = [0] * len(BUCKETS)  # per bucket, not cumulative
+        self.bucket_counts = [0] * len(BUCKETS)  # cumulative: observations <= each bound
         self.observed = 0
         self.observed_sum = 0.0
         self.last_success: float | None = None
@@ -129,15 +129,14 @@ class Prober:
 
     async def probe(self) -> list[Metric]:
         res = await fetch(self.ep, self.clients)
-        duration = res.duration
         doc, failure = self._judge(res)
-        self._account(res, failure, duration)
-        return self._families(res, doc, failure, duration)
+        self._account(res, failure)
+        return self._families(res, doc, failure)
 
     def _judge(self, res: HTTPResult) -> tuple[Any, ProbeFailure | None]:
         """The probe's outcome, first failure wins: transport, status, size, JSON, assertion."""
         failure = res.failure
-        status_ok = res.status is not None and res.status in self.ep.expected_status
+        status_ok = res.status in self.ep.expected_status  # set whenever res.responded
         if res.responded and not status_ok and (failure is None or failure.reason != "timeout"):
             failure = ProbeFailure("status", f"status {res.status} is not expected")
         doc: Any = None
@@ -153,18 +152,17 @@ class Prober:
                 failure = ProbeFailure("assertion", "; ".join(problems))
         return doc, failure
 
-    def _account(self, res: HTTPResult, failure: ProbeFailure | None, duration: float) -> None:
+    def _account(self, res: HTTPResult, failure: ProbeFailure | None) -> None:
         self.requests += 1
         if res.cert_expiry is not None:
             self.cert_expiry = res.cert_expiry
         # a refused connection says nothing about latency; a timeout is as slow as it got
         if res.responded or (failure is not None and failure.reason == "timeout"):
             self.observed += 1
-            self.observed_sum += duration
+            self.observed_sum += res.duration
             for i, le in enumerate(BUCKETS):
-                if duration <= le:
+                if res.duration <= le:
                     self.bucket_counts[i] += 1
-                    break
         if failure is None:
             self.consecutive = 0
             self.last_success = time.time()
@@ -188,14 +186,12 @@ class Prober:
             )
             self.last_reason = reason
 
-    def _families(
-        self, res: HTTPResult, doc: Any, failure: ProbeFailure | None, duration: float
-    ) -> list[Metric]:
+    def _families(self, res: HTTPResult, doc: Any, failure: ProbeFailure | None) -> list[Metric]:
         labels = self.labels
         fams = [
             SUCCESS.one(0 if failure else 1, *labels),
             STATUS_CODE.one(res.status or 0, *labels),
-            DURATION.one(duration, *labels),
+            DURATION.one(res.duration, *labels),
             CONSECUTIVE.one(self.consecutive, *labels),
             REQUESTS.one(self.requests, *labels),
             FAILURES.one(self.failures, *labels),
@@ -211,10 +207,9 @@ class Prober:
         if phases.samples:
             fams.append(phases)
         hist = REQUEST_DURATION.family()
-        cumulative, buckets = 0, []
-        for le, n in zip(BUCKETS, self.bucket_counts, strict=True):
-            cumulative += n
-            buckets.append((floatToGoString(le), cumulative))
+        buckets = [
+            (floatToGoString(le), n) for le, n in zip(BUCKETS, self.bucket_counts, strict=True)
+        ]
         buckets.append(("+Inf", self.observed))
         hist.add_metric(labels, buckets, self.observed_sum)
         fams.append(hist)

@@ -22,6 +22,8 @@ import time
 
 import httpx
 
+from exporter.pgserver import free_port
+
 
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
@@ -33,7 +35,7 @@ def main() -> int:
     ap.add_argument("--scrapes", type=int, default=500)
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
     args = ap.parse_args()
-    port = 19990
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -53,12 +55,16 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                print(f"error: {url} did not answer 200 within 60 s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
         time.sleep(args.warmup)
         text = httpx.get(url, timeout=5).text
         failing = [

@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from exporter.pgserver import free_port
 from exporter.probes.runner import jitter
 
 APPS = 10
@@ -111,12 +111,6 @@ def proc_cpu_seconds(pid: int) -> float:
 def proc_rss_mib(pid: int) -> float:
     m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024 if m else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], p: float) -> float:

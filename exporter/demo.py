@@ -18,6 +18,7 @@ import yaml
 
 from exporter.config import Config, parse_config
 from exporter.pgserver import LocalPostgres
+from exporter.sampleapp import SampleApp
 
 log = logging.getLogger("exporter.demo")
 INCIDENTS = ("backlog", "stuck", "retries", "pool", "slow", "down")
@@ -74,25 +75,26 @@ def init_sql() -> str:
     )
 
 
+# incidents with a job count as their one parameter (also used by tests/incidents.py):
+# new pending jobs (a backlog), and jobs in processing not updated for 45 min (stuck: > 30 min)
+BACKLOG = "INSERT INTO processing_jobs (status) SELECT 'pending' FROM generate_series(1, %s)"
+STUCK = (
+    "INSERT INTO processing_jobs (status, created_at, updated_at) SELECT 'processing', "
+    "now() - interval '1 hour', now() - interval '45 minutes' FROM generate_series(1, %s)"
+)
+
+
 def seed_database(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute(SCHEMA)
-        conn.execute(SEED)
+        conn.execute(init_sql())
 
 
 def inject_db_incident(dsn: str, incident: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         if incident == "backlog":  # above the runbook's critical depth of 200
-            conn.execute(
-                "INSERT INTO processing_jobs (status) SELECT 'pending' FROM generate_series(1, 250)"
-            )
+            conn.execute(BACKLOG, (250,))
         elif incident == "stuck":  # processing, not updated for 45 min (runbook: > 30 min)
-            conn.execute(
-                "INSERT INTO processing_jobs (status, created_at, updated_at) SELECT 'processing',"
-                " now() - interval '1 hour', now() - interval '45 minutes'"
-                " FROM generate_series(1, 5)"
-            )
+            conn.execute(STUCK, (5,))
         elif incident == "retries":  # failed at retry 3: runbook 000 no longer retries them
             conn.execute(
                 "INSERT INTO processing_jobs (status, retry_count, error_message)"
@@ -125,7 +127,7 @@ class Worker(threading.Thread):
                 )
 
 
-def demo_config(dsn: str, app_url: str | None) -> Config:
+def demo_config(dsn: str, app_url: str) -> Config:
     cfg: dict = {
         "targets": [
             {
@@ -141,10 +143,9 @@ def demo_config(dsn: str, app_url: str | None) -> Config:
                     }
                 ],
             }
-        ]
+        ],
+        "apps": [sample_app_config(app_url)],
     }
-    if app_url:
-        cfg["apps"] = [sample_app_config(app_url)]
     return parse_config(yaml.safe_dump(cfg), "<demo>")
 
 
@@ -194,31 +195,24 @@ def run_demo(listen: str, incidents: list[str], duration: float, with_stack: boo
     stop = threading.Event()
     stacks: list = []
     pg = LocalPostgres()
-    app = None
+    app: SampleApp | None = None
     try:
         pg.start()
         seed_database(pg.dsn)
         for incident in incidents:
             inject_db_incident(pg.dsn, incident)
-        try:
-            from exporter.sampleapp import SampleApp
-
-            app = SampleApp(host="127.0.0.1", port=0).start()
-            for incident in incidents:
-                if incident in ("pool", "slow", "down"):
-                    app.set_incident("pool_exhausted" if incident == "pool" else incident)
-        except ImportError:
-            app = None
+        app = SampleApp(host="127.0.0.1", port=0).start()
+        for incident in incidents:
+            if incident in ("pool", "slow", "down"):
+                app.set_incident("pool_exhausted" if incident == "pool" else incident)
         Worker(pg.dsn, stop).start()
-        config = demo_config(pg.dsn, app.url if app else None)
+        config = demo_config(pg.dsn, app.url)
         if duration > 0:
             timer = threading.Timer(duration, stop.set)
             timer.daemon = True  # an interrupted demo must not wait for it
             timer.start()
         print(f"PostgreSQL (throwaway): {pg.dsn}", flush=True)
-        if app:
-            print(f"sample app:             {app.url}/api/monitoring/health", flush=True)
-        stacks: list = []
+        print(f"sample app:             {app.url}/api/monitoring/health", flush=True)
 
         def announce(port: int, host: str) -> None:
             _announce(port, host)
@@ -253,13 +247,7 @@ def _start_stack(port: int) -> list:
         )
         return []
     try:
-        stack = devstack.DevStack(
-            [f"127.0.0.1:{port}"],
-            interval=5.0,
-            max_for=30.0,
-            timers=devstack.AlertmanagerTimers(group_wait=5, group_interval=10, resolve_timeout=60),
-            sink=devstack.WebhookSink(on_notification=devstack._print_notification),
-        )
+        stack = devstack.console_stack([f"127.0.0.1:{port}"], interval=5.0, max_for=30.0)
         stack.start()
     except (devstack.ToolMissing, OSError, RuntimeError) as e:
         print(f"Prometheus/Alertmanager: could not start ({e})", flush=True)

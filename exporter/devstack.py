@@ -663,6 +663,19 @@ def _print_notification(n: Notification) -> None:
         )
 
 
+def console_stack(scrape_targets: list[str], interval: float, max_for: float) -> DevStack:
+    """A stack (not started) for a person watching a terminal (`runbook-exporter demo`,
+    `python -m exporter.devstack up`): Alertmanager sends within seconds (group_wait 5 s,
+    group_interval 10 s) and every notification is printed, one line per alert."""
+    return DevStack(
+        scrape_targets,
+        interval=interval,
+        max_for=max_for,
+        timers=AlertmanagerTimers(group_wait=5, group_interval=10, resolve_timeout=60),
+        sink=WebhookSink(on_notification=_print_notification),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m exporter.devstack sink|up`: a webhook sink that prints what Alertmanager
     sends (deploy/compose.yaml runs it beside Alertmanager), or Prometheus + Alertmanager +
@@ -689,13 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             _wait(stop, 0)
         return 0
     try:
-        stack = DevStack(
-            [args.scrape],
-            interval=args.interval,
-            max_for=args.max_for,
-            timers=AlertmanagerTimers(group_wait=5, group_interval=10, resolve_timeout=60),
-            sink=WebhookSink(on_notification=_print_notification),
-        )
+        stack = console_stack([args.scrape], interval=args.interval, max_for=args.max_for)
         stack.start()
     except (ToolMissing, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", flush=True)

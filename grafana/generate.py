@@ -169,7 +169,6 @@ class Panel:
     mappings: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the panel JSON
-    min: float | None = None
     max: float | None = None
     about: set[str] = field(default_factory=set)  # more series the panel is about (links)
 
@@ -233,8 +232,6 @@ def render_panel(p: Panel, pid: int, x: int, y: int, alerts: dict[str, set[str]]
             q["format"] = t.fmt
         targets.append(q)
     defaults: dict[str, Any] = {"unit": p.unit}
-    if p.min is not None:
-        defaults["min"] = p.min
     if p.max is not None:
         defaults["max"] = p.max
     overrides: list[dict[str, Any]] = []

@@ -12,9 +12,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import Config, parse_config
 from exporter.runtime import Exporter
+from exporter.sampleapp import SampleApp
 from exporter.server import HTTPServer
 from tests.helpers import Scrape, scrape, wait_for
 from tests.pg import postgres_server
+from tests.test_probe_support import LocalServer
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +89,19 @@ def run_exporter() -> Iterator[Callable[[dict | str], RunningExporter]]:
     for h in started:
         h.server.stop()
         h.exporter.stop()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    """A local HTTP server on 127.0.0.1 whose routes a test sets (tests/test_probe_support.py)."""
+    s = LocalServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sample_app() -> Iterator[SampleApp]:
+    """The sample app (exporter/sampleapp.py) on a free port of 127.0.0.1, healthy."""
+    app = SampleApp(host="127.0.0.1", port=0).start()
+    yield app
+    app.stop()

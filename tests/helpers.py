@@ -1,13 +1,18 @@
-"""Scraping the running exporter over real HTTP and reading values from the text format."""
+"""Scraping the running exporter over real HTTP and reading values from the text format;
+finding the Prometheus tools and linting a scrape with promtool."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.metrics import load_all_specs
 
 
 class Scrape:
@@ -55,3 +60,35 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.25)
+
+
+# the Debian package scripts/setup.sh installs each tool from
+_PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
+
+
+def tool(name: str) -> str:
+    """The path of a tool the tests need; fails (never skips) when it is not installed."""
+    path = shutil.which(name)
+    package = _PACKAGES.get(name, name)
+    assert path, f"{name} is missing: scripts/setup.sh installs it from Debian (package {package})"
+    return path
+
+
+def assert_declared(served: Iterable[str], also: Iterable[str] = ()) -> None:
+    """Every served metric family is declared by the exporter (docs/metrics.md), or is one of
+    `also` (metrics a config defines)."""
+    declared = {spec.name for spec in load_all_specs().values()} | set(also)
+    undeclared = sorted(set(served) - declared)
+    assert not undeclared, f"served but not declared: {undeclared}"
+
+
+def assert_promtool_clean(text: str) -> None:
+    """A scrape's text passes `promtool check metrics` (names, units, help, types)."""
+    r = subprocess.run(
+        [tool("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

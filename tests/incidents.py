@@ -13,6 +13,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import psycopg
 import trustme
 
-from exporter.demo import SCHEMA
+from exporter.demo import BACKLOG as BACKLOG  # re-exported for the end-to-end tests
+from exporter.demo import SCHEMA, STUCK
+from exporter.sampleapp import SampleApp
 
 # the demo's table and indexes (runbook 000), with a history of its own
 QUEUE_SCHEMA = (
@@ -37,14 +40,10 @@ ANALYZE processing_jobs;
 """
 )
 
-BACKLOG = "INSERT INTO processing_jobs (status) SELECT 'pending' FROM generate_series(1, %s)"
+# BACKLOG and STUCK (a count of jobs as their parameter) are the demo's `--incident`s
 OLD_BACKLOG = (
     "INSERT INTO processing_jobs (status, created_at, updated_at) SELECT 'pending', "
     "now() - interval '20 minutes', now() - interval '20 minutes' FROM generate_series(1, %s)"
-)
-STUCK = (
-    "INSERT INTO processing_jobs (status, created_at, updated_at) SELECT 'processing', "
-    "now() - interval '1 hour', now() - interval '45 minutes' FROM generate_series(1, %s)"
 )
 EXHAUSTED = (
     "INSERT INTO processing_jobs (status, retry_count, error_message, created_at, updated_at) "
@@ -153,17 +152,6 @@ class Sessions:
             c.close()
 
 
-@contextmanager
-def open_connections(dsn: str, n: int) -> Iterator[list[psycopg.Connection]]:
-    """n idle client sessions (connections near the limit, without opening 50 of them)."""
-    conns = [psycopg.connect(dsn, application_name="seed-connections") for _ in range(n)]
-    try:
-        yield conns
-    finally:
-        for c in conns:
-            c.close()
-
-
 class HTTPSHealth:
     """An HTTPS health endpoint with a certificate from a throwaway CA (trustme)."""
 
@@ -203,6 +191,33 @@ class HTTPSHealth:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@dataclass
+class SeededIncident:
+    app: SampleApp  # the sample app, its connection pool exhausted
+    https: HTTPSHealth  # an HTTPS health endpoint and its CA file
+
+
+@contextmanager
+def seeded_incident(dsn: str, tmp: Path, seconds: float = 90) -> Iterator[SeededIncident]:
+    """Everything at once on the database `dsn`: the queue in trouble, bloat, slow statements
+    and rollbacks, unhealthy sessions for up to `seconds`, the sample app with an exhausted
+    pool and an HTTPS endpoint. All of it is stopped on exit."""
+    create_queue(dsn)
+    seed_queue_incident(dsn)
+    seed_database_history(dsn)
+    sessions = Sessions(dsn, seconds=seconds).start()
+    try:
+        app = SampleApp(host="127.0.0.1", port=0).start()
+        try:
+            app.set_incident("pool_exhausted")
+            with HTTPSHealth(tmp) as https:
+                yield SeededIncident(app, https)
+        finally:
+            app.stop()
+    finally:
+        sessions.stop()
 
 
 def target_config(dsn: str, name: str = "shop", **thresholds: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ inhibits as documented, and the Kubernetes PrometheusRule rendering is current.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import yaml
 from exporter import rulegen
 from exporter.collectors import DB_COLLECTORS
 from exporter.metrics import load_all_specs
-from tests.helpers import Scrape
+from tests.helpers import Scrape, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -67,12 +66,6 @@ VALUELESS = {
 
 
 # --- reading the rules and their tests -----------------------------------------------------
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} is missing: scripts/setup.sh installs it from Debian"
-    return path
 
 
 def rule_files() -> list[Path]:
@@ -301,43 +294,33 @@ def test_expressions_parse_and_use_only_declared_metrics_and_labels() -> None:
 def incident_scrape(fresh_db: str, run_exporter: Any, tmp_path: Path) -> Iterator[Scrape]:
     """A scrape of the real exporter with a queue in trouble, unhealthy sessions, bloat, slow
     statements, rollbacks, the sample app with an exhausted pool and an HTTPS endpoint."""
-    from exporter.sampleapp import SampleApp
     from tests import incidents
 
-    incidents.create_queue(fresh_db)
-    incidents.seed_queue_incident(fresh_db)
-    incidents.seed_database_history(fresh_db)
-    sessions = incidents.Sessions(fresh_db, seconds=60).start()
-    app = SampleApp(host="127.0.0.1", port=0).start()
-    app.set_incident("pool_exhausted")
-    try:
-        with incidents.HTTPSHealth(tmp_path) as https:
-            endpoints = [
-                *incidents.sample_app_endpoints(app.url),
-                {"name": "tls", "url": https.url, "tls": {"ca_file": str(https.ca_file)}},
-            ]
-            ex = run_exporter(
-                {
-                    "targets": [incidents.target_config(fresh_db)],
-                    "apps": [incidents.app_config("shop-web", endpoints)],
-                }
+    with incidents.seeded_incident(fresh_db, tmp_path, seconds=60) as seeded:
+        https = seeded.https
+        endpoints = [
+            *incidents.sample_app_endpoints(seeded.app.url),
+            {"name": "tls", "url": https.url, "tls": {"ca_file": str(https.ca_file)}},
+        ]
+        ex = run_exporter(
+            {
+                "targets": [incidents.target_config(fresh_db)],
+                "apps": [incidents.app_config("shop-web", endpoints)],
+            }
+        )
+
+        def complete(s: Scrape) -> bool:
+            # every collector succeeded, every endpoint was probed, the sessions are seen
+            runs = s.labelsets("runbook_collector_success")
+            return (
+                {ls["collector"] for ls in runs} >= set(DB_COLLECTORS)
+                and all(s.value("runbook_collector_success", **ls) == 1 for ls in runs)
+                and len(s.values("runbook_probe_requests_total")) == len(endpoints)
+                and s.values("runbook_probe_tls_cert_expiry_timestamp_seconds")
+                and (s.value("runbook_pg_lock_waiting_sessions", target="shop") or 0) >= 1
             )
 
-            def complete(s: Scrape) -> bool:
-                # every collector succeeded, every endpoint was probed, the sessions are seen
-                runs = s.labelsets("runbook_collector_success")
-                return (
-                    {ls["collector"] for ls in runs} >= set(DB_COLLECTORS)
-                    and all(s.value("runbook_collector_success", **ls) == 1 for ls in runs)
-                    and len(s.values("runbook_probe_requests_total")) == len(endpoints)
-                    and s.values("runbook_probe_tls_cert_expiry_timestamp_seconds")
-                    and (s.value("runbook_pg_lock_waiting_sessions", target="shop") or 0) >= 1
-                )
-
-            yield ex.wait_for(complete, timeout=60, what="a complete scrape during incidents")
-    finally:
-        app.stop()
-        sessions.stop()
+        yield ex.wait_for(complete, timeout=60, what="a complete scrape during incidents")
 
 
 def test_every_series_a_rule_uses_is_served_during_incidents(incident_scrape: Scrape) -> None:

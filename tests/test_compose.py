@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from exporter.demo import init_sql
 from exporter.pgserver import find_bin_dir
 from exporter.sampleapp import SampleApp
 from exporter.server import DEFAULT_PORT
+from tests.helpers import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -145,8 +145,7 @@ def test_prometheus_scrapes_the_exporter_and_sends_to_alertmanager() -> None:
 
 
 def test_prometheus_config_passes_promtool_as_mounted(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: run scripts/setup.sh"
+    promtool = tool("promtool")
     prom = service("prometheus")
     cfg = yaml.safe_load(host_path(prom, flag(prom, "--config.file")).read_text())
     cfg["rule_files"] = [str(host_path(prom, p)) for p in cfg["rule_files"]]
@@ -160,8 +159,7 @@ def test_prometheus_config_passes_promtool_as_mounted(tmp_path: Path) -> None:
 
 
 def test_alertmanager_config_and_webhook_sink_agree() -> None:
-    amtool = shutil.which("amtool")
-    assert amtool, "amtool not found: run scripts/setup.sh"
+    amtool = tool("amtool")
     am = service("alertmanager")
     am_cfg_path = host_path(am, flag(am, "--config.file"))
     r = subprocess.run(

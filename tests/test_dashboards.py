@@ -20,7 +20,6 @@ import yaml
 
 from exporter.devstack import DevStack, iter_rules
 from exporter.metrics import load_all_specs
-from exporter.sampleapp import SampleApp
 from tests import incidents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,63 +300,54 @@ def test_every_panel_query_returns_data_during_a_seeded_incident(
     a long query, bloat, slow statements, rollbacks, the app's pool exhausted, a failing
     endpoint and a TLS endpoint: then every query of every panel, annotation and variable
     must return at least one series from a real Prometheus scraping the exporter."""
-    incidents.create_queue(fresh_db)
-    incidents.seed_queue_incident(fresh_db)
-    incidents.seed_database_history(fresh_db)
-    sessions = incidents.Sessions(fresh_db).start()
-    app = SampleApp(host="127.0.0.1", port=0).start()
-    app.set_incident("pool_exhausted")
-    try:
-        with incidents.HTTPSHealth(tmp_path) as tls:
-            endpoints = [
-                *incidents.sample_app_endpoints(app.url),
-                {
-                    "name": "missing",
-                    "url": f"{app.url}/api/not-there",
-                    "thresholds": {"downtime_warning": "2s", "downtime_critical": "4s"},
-                },
-                {"name": "tls", "url": tls.url, "tls": {"ca_file": str(tls.ca_file)}},
-            ]
-            config = {
-                "targets": [
-                    incidents.target_config(
-                        fresh_db,
-                        long_query_warning="1s",
-                        long_query_critical="2s",
-                        idle_in_transaction_warning="1s",
-                        slow_statement_mean="50ms",
-                        dead_tuple_min_rows=1000,
-                    )
-                ],
-                "apps": [incidents.app_config("shop-web", endpoints)],
-            }
-            exp = run_exporter(config)
-            with DevStack(
-                [f"127.0.0.1:{exp.server.port}"], interval=1.0, with_alertmanager=False
-            ) as stack:
-                stack.wait_scraped()
-                prom = stack.prom
-                checks: dict[str, Callable[[], bool]] = {}
-                for name, d in dashboards().items():
-                    for where, expr in queries(d):
-                        q = substitute(expr)
-                        checks[f"{name}: {where}: {expr}"] = lambda q=q: bool(prom.query(q))
-                    for var, sel, label in variable_queries(d):
-                        s = substitute(sel)
-
-                        def has_label(s: str = s, label: str = label) -> bool:
-                            return any(label in x for x in prom.series(s))
-
-                        checks[f"{name}: variable {var}: {sel}"] = has_label
-                empty, took = wait_all(checks, timeout=90)
-                print(f"\n{len(checks)} dashboard queries answered within {took:.1f}s")
-                assert not empty, (
-                    "queries without data during the incident:\n"
-                    + "\n".join(empty)
-                    + "\n"
-                    + stack.logs()
+    with incidents.seeded_incident(fresh_db, tmp_path, seconds=90) as seeded:
+        app, tls = seeded.app, seeded.https
+        endpoints = [
+            *incidents.sample_app_endpoints(app.url),
+            {
+                "name": "missing",
+                "url": f"{app.url}/api/not-there",
+                "thresholds": {"downtime_warning": "2s", "downtime_critical": "4s"},
+            },
+            {"name": "tls", "url": tls.url, "tls": {"ca_file": str(tls.ca_file)}},
+        ]
+        config = {
+            "targets": [
+                incidents.target_config(
+                    fresh_db,
+                    long_query_warning="1s",
+                    long_query_critical="2s",
+                    idle_in_transaction_warning="1s",
+                    slow_statement_mean="50ms",
+                    dead_tuple_min_rows=1000,
                 )
-                assert_status_levels(prom)
-    finally:
-        app.stop()
-        sessions.stop()
+            ],
+            "apps": [incidents.app_config("shop-web", endpoints)],
+        }
+        exp = run_exporter(config)
+        with DevStack(
+            [f"127.0.0.1:{exp.server.port}"], interval=1.0, with_alertmanager=False
+        ) as stack:
+            stack.wait_scraped()
+            prom = stack.prom
+            checks: dict[str, Callable[[], bool]] = {}
+            for name, d in dashboards().items():
+                for where, expr in queries(d):
+                    q = substitute(expr)
+                    checks[f"{name}: {where}: {expr}"] = lambda q=q: bool(prom.query(q))
+                for var, sel, label in variable_queries(d):
+                    s = substitute(sel)
+
+                    def has_label(s: str = s, label: str = label) -> bool:
+                        return any(label in x for x in prom.series(s))
+
+                    checks[f"{name}: variable {var}: {sel}"] = has_label
+            empty, took = wait_all(checks, timeout=90)
+            print(f"\n{len(checks)} dashboard queries answered within {took:.1f}s")
+            assert not empty, (
+                "queries without data during the incident:\n"
+                + "\n".join(empty)
+                + "\n"
+                + stack.logs()
+            )
+            assert_status_levels(prom)

@@ -12,7 +12,6 @@ printed at the end of the module (see docs/dashboards.md for the figures).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import pytest
 from exporter.devstack import AlertmanagerTimers, DevStack, SinkAlert
 from exporter.sampleapp import SampleApp
 from tests import incidents
+from tests.helpers import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 AM_CONFIG = ROOT / "alerts" / "alertmanager.yml"
@@ -87,16 +87,10 @@ class Env:
         return self.stack.sink
 
 
-def amtool() -> str:
-    found = shutil.which("amtool")
-    assert found, "amtool not found: run scripts/setup.sh (Debian package prometheus-alertmanager)"
-    return found
-
-
 def routed_receivers(config: Path, labels: dict[str, str]) -> set[str]:
     """The receivers the routing tree of `config` names for an alert with these labels."""
     r = subprocess.run(
-        [amtool(), "config", "routes", "test", f"--config.file={config}"]
+        [tool("amtool"), "config", "routes", "test", f"--config.file={config}"]
         + [f"{k}={v}" for k, v in sorted(labels.items())],
         capture_output=True,
         text=True,

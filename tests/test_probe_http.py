@@ -15,23 +15,16 @@ from pathlib import Path
 import pytest
 import trustme
 
+from exporter.pgserver import free_port
 from tests.test_probe_support import (
     LocalServer,
     apps_config,
     endpoint,
-    free_port,
     json_route,
     redirect_route,
 )
 
 OK = {"status": "ok"}
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    s = LocalServer()
-    yield s
-    s.stop()
 
 
 def reason_of(s, ep: str, app: str = "web") -> str | None:

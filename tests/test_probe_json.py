@@ -3,28 +3,8 @@ the sample app, checked through a real scrape."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from exporter.sampleapp import SampleApp
 from tests.test_probe_http import probed, reason_of
-from tests.test_probe_support import LocalServer, apps_config, endpoint, json_route, raw_route
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    s = LocalServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def sample_app() -> Iterator[SampleApp]:
-    app = SampleApp(host="127.0.0.1", port=0).start()
-    yield app
-    app.stop()
-
+from tests.test_probe_support import apps_config, endpoint, json_route, raw_route
 
 STATUS_OK = [{"path": "status", "equals": "ok"}]
 

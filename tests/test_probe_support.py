@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import ssl
 import threading
 import time
@@ -18,13 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Route = Callable[[BaseHTTPRequestHandler], None]
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then closed): connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def send(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str = "application/json"):

@@ -4,8 +4,6 @@ processing_jobs table like runbook 000's, and every value is read from a real sc
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 
 import psycopg
 import pytest
@@ -13,7 +11,7 @@ from psycopg import sql
 
 from exporter.collectors import queues as qc
 from exporter.config import parse_config
-from exporter.metrics import load_all_specs
+from tests.helpers import assert_declared, assert_promtool_clean
 
 JOBS_TABLE = """
 CREATE TABLE processing_jobs (
@@ -136,16 +134,8 @@ def test_incidents_backlog_stuck_exhausted_dead_letters_and_estimate(fresh_db, r
     est = one(s, "runbook_queue_jobs_estimated", status="completed")
     assert est == pytest.approx(2007, rel=0.05), est
     # every queue series is declared (docs/metrics.md) and passes promtool's lint
-    served = {n for n in s.families if n.startswith("runbook_queue_")}
-    assert served <= set(load_all_specs()), served - set(load_all_specs())
-    lint = subprocess.run(
-        [shutil.which("promtool") or "promtool", "check", "metrics"],
-        input=s.text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert_declared(n for n in s.families if n.startswith("runbook_queue_"))
+    assert_promtool_clean(s.text)
 
     # the backlog drains and a stuck job is reset (runbook 000's query): the next run shows it
     with psycopg.connect(fresh_db, autocommit=True) as c:

@@ -18,6 +18,9 @@ from exporter.collectors import thresholds
 from exporter.config import Config, Target
 from exporter.db import TargetDB
 from exporter.metrics import merge, spec
+from exporter.probes import thresholds as probe_thresholds
+from exporter.probes.http import Clients
+from exporter.probes.runner import probe_jobs
 from exporter.scheduler import Job, Scheduler, Store
 
 log = logging.getLogger("exporter")
@@ -94,12 +97,12 @@ class Exporter(Collector):
         self._thread: threading.Thread | None = None
         for t in config.targets:
             self._add_target(t)
+        # shared by all endpoints with the same TLS and redirect settings, closed on stop
+        self.http_clients = Clients()
         if config.apps:
-            from exporter.probes.runner import probe_jobs, static_families
-
-            for job in probe_jobs(config.apps):
+            for job in probe_jobs(config.apps, self.http_clients):
                 self.scheduler.add(job)
-            self._static += static_families(config.apps)  # endpoint thresholds, intervals
+            self._static += probe_thresholds.families(config.apps)
         self._static += self._job_settings()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -143,6 +146,7 @@ class Exporter(Collector):
         finally:
             for db in self.dbs.values():
                 await db.close()
+            await self.http_clients.aclose()
 
     def stop(self, timeout: float = 10) -> None:
         if self._loop is not None and self._stop is not None:

@@ -17,7 +17,6 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter.metrics import spec
-from exporter.probes import thresholds
 from exporter.probes.appmetrics import AppMetricsReader
 from exporter.probes.config import App, Endpoint
 from exporter.probes.healthjson import Checker, ComponentReader, JSONFailure, parse
@@ -227,8 +226,8 @@ class Prober:
         return fams
 
 
-def probe_jobs(apps: list[App]) -> list[Job]:
-    clients = Clients()  # shared by all endpoints with the same TLS and redirect settings
+def probe_jobs(apps: list[App], clients: Clients) -> list[Job]:
+    """One job per endpoint; `clients` is shared by every endpoint, its owner closes it."""
     jobs = []
     for app in apps:
         for ep in app.endpoints:
@@ -247,8 +246,3 @@ def probe_jobs(apps: list[App]) -> list[Job]:
                 )
             )
     return jobs
-
-
-def static_families(apps: list[App]) -> list[Metric]:
-    """Series from the configuration alone (thresholds, intervals), served always."""
-    return thresholds.families(apps)

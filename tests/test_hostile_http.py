@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.probes.config import App
 from exporter.probes.healthjson import MAX_DEPTH
-from exporter.probes.http import Clients
+from exporter.probes.http import Clients, Decoder
 from exporter.probes.runner import Prober
 from tests.helpers import Scrape
 from tests.test_probe_http import probed, reason_of
@@ -156,6 +156,31 @@ def test_one_honest_compressed_layer_still_works(server, coding):
     assert reason_of(s, "c") is None
 
 
+def raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", raw_deflate)],
+    ids=["gzip", "deflate-zlib", "deflate-raw"],
+)
+def test_decoder_byte_by_byte(coding, encode):
+    # deflate's format is told by its first two bytes, which may arrive one at a time
+    doc = b'{"status": "ok", "checks": {"db": "up"}}' * 20
+    body = encode(doc)
+    d = Decoder.for_header(coding)
+    assert b"".join(d.decode(body[i : i + 1], CAP) for i in range(len(body))) == doc
+
+
+def test_decoder_never_returns_more_than_room_plus_one():
+    d = Decoder.for_header("gzip")
+    wire = bomb(31)[: 64 * 1024]  # one network read of the bomb: ~64 MiB decoded
+    assert len(d.decode(wire, 1000)) == 1001
+    assert Decoder.for_header("identity").decode(b"abc", 0) == b"abc"
+
+
 def test_deep_json_is_rejected_before_parsing(server):
     server.routes["/deep"] = raw_route(DEEP)
     s, peak = probe_once(endpoint("deep", server.url("/deep"), components={}))
@@ -254,6 +279,30 @@ def test_content_length_lies(server):
     s, peak = probe_once(endpoint("long", server.url("/long"), assertions=STATUS_OK))
     assert_failed(s, "long", "assertion")  # judged on the 2 declared bytes: `{}`
     assert peak < MEMORY_BOUND
+
+
+def test_cookies_set_by_an_endpoint_are_not_kept(server):
+    def sets_cookie(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Set-Cookie", "tracking=abc123; Path=/")
+        h.send_header("Content-Length", "2")
+        h.end_headers()
+        h.wfile.write(b"{}")
+
+    server.routes["/c"] = sets_cookie
+    app = App.model_validate({"name": "web", "endpoints": [endpoint("c", server.url("/c"))]})
+    clients = Clients()  # shared by every probe, as in the exporter
+    prober = Prober(app, app.endpoints[0], clients)
+
+    async def twice() -> None:
+        await prober.probe()
+        await prober.probe()
+        await clients.aclose()
+
+    asyncio.run(twice())
+    with server.lock:
+        sent = [{k.lower() for k in h} for h in server.headers["/c"]]
+    assert len(sent) == 2 and "cookie" not in sent[1]
 
 
 @pytest.fixture

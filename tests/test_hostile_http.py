@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter.pgserver import free_port
 from exporter.probes.config import App
 from exporter.probes.healthjson import MAX_DEPTH
 from exporter.probes.http import Clients, Decoder
@@ -369,6 +370,11 @@ def test_redirect_limit_and_phases_with_manual_redirects(server, other_origin):
     assert_failed(s, "short", "status")
     assert s.value("runbook_probe_status_code", app="web", endpoint="short") == 302
     assert server.count("/c") == 1  # the second probe stopped before it
+    # a hop that fails: no final answer, so no status code (not the redirect's 302)
+    server.routes["/gone"] = redirect_route(f"http://127.0.0.1:{free_port()}/x")
+    s, _ = probe_once(endpoint("gone", server.url("/gone"), follow_redirects=True))
+    assert_failed(s, "gone", "connect")
+    assert s.value("runbook_probe_status_code", app="web", endpoint="gone") == 0
 
 
 def test_hostile_endpoints_through_the_exporter(server, run_exporter):

@@ -240,10 +240,9 @@ async def _exchange(
         )
         resp = await client.send(request, stream=True, follow_redirects=False)
         try:
-            res.status = resp.status_code
             nxt = resp.next_request  # set by httpx for a redirect with a usable Location
             if nxt is None or not ep.follow_redirects:
-                res.responded = True
+                res.status, res.responded = resp.status_code, True
                 await _read_body(ep, resp, tracer, res)
                 return
         finally:
@@ -251,7 +250,7 @@ async def _exchange(
         # httpx worked out the next method and URL; the headers are ours to choose
         method, url = nxt.method, nxt.url
         hop_headers = headers if _origin(url) == origin else elsewhere
-    res.responded = True  # the last answer was still a redirect
+    res.status, res.responded = resp.status_code, True  # the last answer was still a redirect
     raise ProbeFailure("status", f"still redirected after max_redirects ({ep.max_redirects})")
 
 

@@ -1418,7 +1418,8 @@ def endpoints(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     f"{e} {{{{reason}}}}",
                     w=8,
                     description="Why the last probe failed (connect, timeout, tls, status, "
-                    "body_too_large, json, assertion); empty while every probe succeeds.",
+                    "body_too_large, encoding, json, assertion, check_error); empty while every "
+                    "probe succeeds.",
                 ),
                 ts(
                     "Downtime",

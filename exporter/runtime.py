@@ -270,9 +270,11 @@ class Exporter(Collector):
         def main() -> None:
             asyncio.run(self._main(ready))
 
-        self._thread = threading.Thread(target=main, name="collection-loop", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        # a reload (SIGHUP) arriving while the loop starts waits until its jobs run
+        with self._reload_lock:
+            self._thread = threading.Thread(target=main, name="collection-loop", daemon=True)
+            self._thread.start()
+            ready.wait(10)
 
     async def _main(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()

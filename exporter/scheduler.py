@@ -32,6 +32,8 @@ RESTART_BACKOFF = 1.0
 RESTART_BACKOFF_MAX = 30.0
 # the first run of every job starts within this many seconds of start (see _first_delays)
 FIRST_RUN_WITHIN = 5.0
+# seconds a run cut by its timeout gets to finish cancelling before it is abandoned
+CANCEL_GRACE = 1.0
 # safety net for intervals and timeouts the config should have refused (0, negative, NaN, inf)
 MIN_INTERVAL = 1.0
 MAX_INTERVAL = 86400.0
@@ -149,11 +151,13 @@ class Scheduler:
         store: Store,
         restart_backoff: float = RESTART_BACKOFF,
         first_run_within: float = FIRST_RUN_WITHIN,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> None:
         self.store = store
         self.jobs: list[Job] = []
         self.restart_backoff = restart_backoff
         self.first_run_within = first_run_within
+        self.cancel_grace = cancel_grace
         self._running: dict[tuple[str, str], _Running] = {}
         self._started = False
         self._ready = False
@@ -213,8 +217,7 @@ class Scheduler:
         error: str | None = None
         _, timeout = sane_timing(job)
         try:
-            async with asyncio.timeout(timeout):
-                families = await job.run()
+            families = await self._bounded(job, timeout)
         except PartialFailure as e:
             families, error = e.families, redact(str(e))
         except TimeoutError:
@@ -228,6 +231,30 @@ class Scheduler:
         return result
 
     # --- internals -------------------------------------------------------------------
+
+    async def _bounded(self, job: Job, timeout: float) -> list[Metric]:
+        """The run's result within `timeout`, else TimeoutError. The run is its own task and is
+        cancelled at the timeout; if it ignores the cancellation for `cancel_grace` seconds it
+        is abandoned, so a run that swallows CancelledError cannot freeze its job's loop."""
+        task = asyncio.ensure_future(job.run())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:  # the job is being stopped (reload, shutdown)
+            task.cancel()
+            await asyncio.wait({task}, timeout=self.cancel_grace)
+            raise
+        if done:
+            return task.result()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=self.cancel_grace)
+        if not done:
+            log.error(
+                f"{job.kind} run ignored its cancellation; abandoned",
+                extra={"job": job.key, "timeout": timeout},
+            )
+        # its outcome after the timeout is of no interest (and must not warn as unretrieved)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError
 
     def _start(self, job: Job) -> None:
         r = _Running(job)

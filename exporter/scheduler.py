@@ -237,6 +237,8 @@ class Scheduler:
         cancelled at the timeout; if it ignores the cancellation for `cancel_grace` seconds it
         is abandoned, so a run that swallows CancelledError cannot freeze its job's loop."""
         task = asyncio.ensure_future(job.run())
+        # an outcome nobody waits for any more (cut or stopped) must not warn as unretrieved
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:  # the job is being stopped (reload, shutdown)
@@ -252,8 +254,6 @@ class Scheduler:
                 f"{job.kind} run ignored its cancellation; abandoned",
                 extra={"job": job.key, "timeout": timeout},
             )
-        # its outcome after the timeout is of no interest (and must not warn as unretrieved)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         raise TimeoutError
 
     def _start(self, job: Job) -> None:

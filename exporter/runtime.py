@@ -236,6 +236,8 @@ class Exporter(Collector):
                 config = load_config(source)
             except ConfigError as e:
                 return self._reload_failed(str(e))
+            except Exception as e:  # a loader bug must not take the running config with it
+                return self._reload_failed(f"{source}: cannot load: {type(e).__name__}: {e}")
             try:
                 plan = self._plan(config)
                 if self._loop is not None and self._loop.is_running():

@@ -346,3 +346,13 @@ def test_ready_within_seconds_with_60s_probe_intervals(fresh_db, server, start):
     s = scrape(ex.url)
     assert all(s.value("runbook_probe_success", app="web", endpoint=n) == 1 for n in names)
     assert s.value("runbook_collector_success", target="db", collector="database") == 1
+
+
+def test_a_file_that_is_not_utf8_is_refused_like_any_bad_file(server, start):
+    server.routes["/h"] = json_route({"status": "ok"})
+    ex = start({"apps": [{"name": "web", "endpoints": [endpoint("h", server.url("/h"))]}]})
+    ex.path.write_bytes("apps: []\n# caf\xe9\n".encode("latin-1"))
+    ok, message = ex.exporter.reload()
+    assert not ok and str(ex.path) in message
+    assert ex.exporter.config.apps[0].endpoints[0].name == "h"
+    assert scrape(ex.url).value("runbook_config_last_reload_successful") == 0

@@ -117,11 +117,20 @@ def serve(
     listen: str,
     stop: threading.Event | None = None,
     announce: Callable[[int, str], None] | None = None,
+    config_file: str | None = None,
 ) -> int:
+    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
 
-    exporter = Exporter(config)
+    exporter = Exporter(config, config_file)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # before anything starts: SIGHUP's default action would end the process silently
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
     try:
         server = HTTPServer(exporter, listen)
     except (OSError, ValueError) as e:
@@ -132,14 +141,17 @@ def serve(
     log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
     if announce:
         announce(server.port, server.httpd.server_address[0])
-    stop = stop or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down")
     server.stop()
     exporter.stop()
     return 0
+
+
+def _reload_in_background(reload: Callable[[], tuple[bool, str]]) -> None:
+    """Off the signal handler: a reload waits on the collection loop, and a second SIGHUP
+    arriving meanwhile must queue behind it (Exporter.reload serialises), not deadlock."""
+    threading.Thread(target=reload, name="reload", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(summary(config, args.config_file))
         return 0
-    return serve(config, args.listen)
+    return serve(config, args.listen, config_file=args.config_file)

@@ -223,6 +223,7 @@ class Exporter(Collector):
         self.store.touch()
         for db in plan.closing:
             await db.close()
+        await self.http_clients.retain({e.tls for e, _ in plan.probes.values()})
 
     def reload(self) -> tuple[bool, str]:
         """Read the configuration file again and run it; on any failure keep the running

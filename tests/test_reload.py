@@ -356,3 +356,20 @@ def test_a_file_that_is_not_utf8_is_refused_like_any_bad_file(server, start):
     assert not ok and str(ex.path) in message
     assert ex.exporter.config.apps[0].endpoints[0].name == "h"
     assert scrape(ex.url).value("runbook_config_last_reload_successful") == 0
+
+
+def test_reload_closes_http_clients_no_endpoint_uses(server, start):
+    server.routes["/h"] = json_route({"status": "ok"})
+    plain = endpoint("plain", server.url("/h"))
+    lax = {**endpoint("lax", server.url("/h")), "tls": {"insecure_skip_verify": True}}
+    ex = start({"apps": [{"name": "web", "endpoints": [plain, lax]}]})
+    ex.wait_for(lambda s: requests(s, "plain") >= 1 and requests(s, "lax") >= 1, "probing")
+    clients = ex.exporter.http_clients
+    lax_client = clients.get(ex.exporter._probes[("web", "lax")][0].tls)
+    ex.write({"apps": [{"name": "web", "endpoints": [plain]}]})
+    ok, message = ex.exporter.reload()
+    assert ok, message
+    # the client of the removed TLS settings is closed; the one still used stays open
+    assert lax_client.is_closed
+    assert not clients.get(ex.exporter._probes[("web", "plain")][0].tls).is_closed
+    ex.wait_for(lambda s: requests(s, "plain") >= 2, "still probing")

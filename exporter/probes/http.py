@@ -100,6 +100,11 @@ class Clients:
             self._clients[tls] = client
         return client
 
+    async def retain(self, keep: set[TLS]) -> None:
+        """Close the clients no endpoint uses any more (after a reload)."""
+        for tls in [t for t in self._clients if t not in keep]:
+            await self._clients.pop(tls).aclose()
+
     async def aclose(self) -> None:
         for c in self._clients.values():
             await c.aclose()

@@ -104,12 +104,18 @@ def summary(config: Config, source: str) -> str:
     return "\n".join(lines)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, check_only: bool = False) -> Config:
+    """The configuration, or exit 2 with the located errors on stderr. Starting (and the
+    doctor) requires every variable and file the config names; --check-config (check_only)
+    may run where the secrets are not mounted, so missing secret sources are warnings there."""
     try:
-        return load_config(path)
+        config = load_config(path, environment="warn" if check_only else "require")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in config.warnings:
+        print(f"warning: {warning} (the exporter will not start without it)", file=sys.stderr)
+    return config
 
 
 def serve(
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
-    config = _load(args.config_file)
+    config = _load(args.config_file, check_only=args.check_config)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 

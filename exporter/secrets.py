@@ -31,3 +31,36 @@ def redact(text: str) -> str:
     for s in secrets:
         text = text.replace(s, REDACTED)
     return text
+
+
+# key names whose values are or may be secrets (also misspelt: "pasword", "passwd", "pwd");
+# config errors never echo a value under such a key
+SECRET_KEY_RE = re.compile(
+    r"pass|pas+w|pwd|pw$|token|secret|key|auth|cookie|session|cred|dsn|bearer|private|signature",
+    re.I,
+)
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.I)
+
+
+def looks_secret(key: str) -> bool:
+    return bool(SECRET_KEY_RE.search(key))
+
+
+def safe_url(url: str) -> str:
+    """scheme://host:port/path of a URL: no credentials, no query string, no fragment."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def scrub_urls(text: str) -> str:
+    """Every URL in a text reduced to safe_url (credentials and query strings removed)."""
+    return _URL_RE.sub(lambda m: safe_url(m.group(0)), text)

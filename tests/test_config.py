@@ -43,9 +43,10 @@ def errors_of(text: str) -> str:
     return str(e.value)
 
 
-def test_unknown_key_names_file_line_path_and_value():
+def test_unknown_key_names_file_line_and_path_but_not_its_value():
     msg = errors_of(BASE + "    queues:\n      - table: jobs\n        stuck_afterr: 10m\n")
-    assert "conf.yml:6: targets[0].queues[0].stuck_afterr: unknown key (got '10m')" in msg
+    # an unknown key's value is never echoed: it may be a misspelt password
+    assert msg == "conf.yml:6: targets[0].queues[0].stuck_afterr: unknown key"
 
 
 def test_bad_duration_names_path_and_value():

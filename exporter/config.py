@@ -375,7 +375,8 @@ class Config(Model):
     @model_validator(mode="after")
     def _check(self) -> Config:
         for kind, items in (("target", self.targets), ("app", self.apps)):
-            require_unique([t.name for t in items], f"{kind} names must be unique")
+            with FieldError.at(f"{kind}s"):
+                require_unique([t.name for t in items], f"{kind} names must be unique")
         if not self.targets and not self.apps:
             raise ValueError("nothing to do: configure at least one target or app")
         for ti, t in enumerate(self.targets):

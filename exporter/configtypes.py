@@ -20,8 +20,8 @@ MAX_DURATION = 3650 * 86400.0
 # the shortest collector interval: each run opens queries on the database
 MIN_COLLECT_INTERVAL = 1.0
 # the shortest probe interval: catches "1ms" written for "1m" (1,000 requests a second against
-# the app) while leaving sub-second intervals for tests and very fast health checks
-MIN_PROBE_INTERVAL = 0.25
+# the app) while leaving 100 ms and up for tests and very fast health checks
+MIN_PROBE_INTERVAL = 0.1
 # PostgreSQL takes statement_timeout and lock_timeout in whole milliseconds: less is 0 = off
 MIN_PG_TIMEOUT = 0.001
 

@@ -166,9 +166,9 @@ def _yaml_problem(e: yaml.YAMLError) -> YAMLProblem:
     if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
         mark = e.problem_mark
         text = e.problem or "invalid YAML"
-        if e.context:
+        if e.context:  # e.g. "while scanning a quoted scalar at line 3, found ..."
             at = f" at line {e.context_mark.line + 1}" if e.context_mark is not None else ""
-            text = f"{text} ({e.context}{at})"
+            text = f"{e.context}{at}, {text}"
         return YAMLProblem(f"invalid YAML: {text}", mark.line + 1, mark.column + 1)
     return YAMLProblem("invalid YAML")
 

@@ -84,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(config: Config, source: str) -> str:
+    """What --check-config prints: every target, collector, queue and endpoint with the values
+    in effect (defaults and derived timeouts applied), never a password, token or query string."""
+    from exporter.secrets import redact
+
     lines = [f"{source}: configuration is valid"]
     for t in config.targets:
         lines.append(f"target {t.name} ({t.safe_dsn()})")
+        lines.append(
+            f"  session: statement_timeout {t.statement_timeout:g}s, lock_timeout "
+            f"{t.lock_timeout:g}s, connect_timeout {t.connect_timeout:g}s"
+        )
         for n, s in t.enabled_collectors():
             lines.append(
                 f"  collector {n}: every {t.interval_of(s):g}s, timeout {t.timeout_of(s):g}s"
@@ -101,7 +109,8 @@ def summary(config: Config, source: str) -> str:
         lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
         for e in a.endpoints:
             lines.append(f"  endpoint {e.name}: {e.describe()}")
-    return "\n".join(lines)
+    # describe() and safe_dsn() leave secrets out; this is the net under them
+    return redact("\n".join(lines))
 
 
 def _load(path: str, check_only: bool = False) -> Config:

@@ -31,7 +31,7 @@ from exporter.configtypes import (
     ordered_pair,
     require_unique,
 )
-from exporter.probes.config import App
+from exporter.probes.config import TLS, App
 from exporter.secrets import looks_secret, redact, register_secret, scrub_urls
 
 # --- collectors -------------------------------------------------------------------------
@@ -462,6 +462,43 @@ def _readable(path: Path) -> str | None:
     return None
 
 
+def _tls_problems(tls: TLS) -> list[tuple[str, str]]:
+    """(field, why) for TLS files that exist but would fail every probe: a CA file that is not
+    PEM certificates, a client certificate and key that do not load or need a passphrase.
+    Loaded as the prober loads them (probes/http.py); OpenSSL's reasons never quote content."""
+    import ssl
+
+    out = []
+    if tls.ca_file is not None and not _readable(tls.ca_file):
+        try:
+            ssl.create_default_context(cafile=str(tls.ca_file))
+        except (ssl.SSLError, ValueError) as e:
+            out.append(("ca_file", f"{tls.ca_file}: not a PEM CA certificate bundle ({_why(e)})"))
+    files = [f for f in (tls.cert_file, tls.key_file) if f is not None]
+    if tls.cert_file is not None and not any(_readable(f) for f in files):
+        asked: list[bool] = []
+
+        def no_passphrase() -> bytes:  # never let OpenSSL prompt on a terminal
+            asked.append(True)
+            return b""
+
+        try:
+            ssl.create_default_context().load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file else None, no_passphrase
+            )
+        except (ssl.SSLError, ValueError) as e:
+            field = "key_file" if tls.key_file is not None else "cert_file"
+            names = " and ".join(str(f) for f in files)
+            why = "the key is encrypted: give an unencrypted key" if asked else _why(e)
+            out.append((field, f"{names}: cannot be loaded as client certificate and key ({why})"))
+    return out
+
+
+def _why(e: Exception) -> str:
+    reason = getattr(e, "reason", None)
+    return str(reason).lower().replace("_", " ") if reason else "not PEM, or they do not match"
+
+
 def environment_problems(config: Config) -> list[tuple[tuple, str, bool]]:
     """What the running exporter would fail on although the file is valid: environment
     variables not set, DSNs in them that cannot be parsed, files it cannot read. Each is
@@ -504,6 +541,8 @@ def environment_problems(config: Config) -> list[tuple[tuple, str, bool]]:
                 file((*path, "file"), ref.file, True)
             for name in ("ca_file", "cert_file", "key_file"):
                 file((*at, "tls", name), getattr(ep.tls, name), False)
+            for name, why in _tls_problems(ep.tls):
+                out.append(((*at, "tls", name), why, False))
     return out
 
 

@@ -131,8 +131,8 @@ def _check_expansion(root: yaml.Node) -> None:
             total += size(child, depth + 1)
             if total > MAX_NODES:
                 raise YAMLProblem(
-                    f"the document expands to more than {MAX_NODES} values through aliases "
-                    "(*name): write the values out or use fewer aliases",
+                    f"the document expands to more than {MAX_NODES} values (each alias *name "
+                    "counted as often as it is used): use fewer aliases or a smaller file",
                     mark.line + 1,
                 )
         open_nodes.discard(id(node))

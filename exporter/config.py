@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -188,8 +189,6 @@ class PgThresholds(Model):
 def parse_dsn(raw: str) -> dict[str, str]:
     """libpq's reading of a DSN, with every port checked; ValueError never echoes the DSN
     (it holds the password when there is one)."""
-    import re
-
     from psycopg.conninfo import conninfo_to_dict
 
     try:
@@ -232,8 +231,8 @@ class Target(Model):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_dsn(v)
+        if v is not None and (password := parse_dsn(v).get("password")):
+            register_secret(password)  # redacted from every later message and log line
         return v
 
     @model_validator(mode="after")
@@ -314,19 +313,17 @@ class Target(Model):
 
     def conninfo(self) -> str:
         """The DSN with the password filled in from env or file. Never log this."""
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        from psycopg.conninfo import make_conninfo
 
         raw = self.dsn if self.dsn is not None else os.environ.get(self.dsn_env or "", "")
         if not raw:
             raise ConfigError(f"target {self.name}: environment variable {self.dsn_env} is empty")
         try:
-            params = conninfo_to_dict(raw)
-            parse_dsn(raw)
-        except Exception as e:  # parse_dsn's message never echoes the DSN; libpq's may
-            said = str(e) if isinstance(e, ValueError) else "the DSN cannot be parsed"
-            raise ConfigError(f"target {self.name}: {said}") from None
+            params = parse_dsn(raw)
+        except ValueError as e:  # never echoes the DSN
+            raise ConfigError(f"target {self.name}: {e}") from None
         if params.get("password"):
-            register_secret(str(params["password"]))
+            register_secret(params["password"])
         password = None
         if self.password_env:
             password = os.environ.get(self.password_env)

@@ -20,7 +20,7 @@ from yaml.constructor import ConstructorError
 MAX_NODES = 100_000
 # a configuration nests about eight levels; deeper is a mistake or an attack
 MAX_DEPTH = 64
-MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_FILE_BYTES = 1024 * 1024  # a large configuration is a few tens of KB
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -69,6 +69,21 @@ def decode(data: bytes) -> str:
 
 
 class _Loader(yaml.SafeLoader):
+    _composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        # a flat list of a million scalars needs no alias to cost a gigabyte: stop composing
+        # (the expansion is checked after, in _check_expansion) past MAX_NODES as written
+        self._composed += 1
+        if self._composed > MAX_NODES:
+            mark = self.peek_event().start_mark
+            raise YAMLProblem(
+                f"the document holds more than {MAX_NODES} values: a configuration never "
+                "needs that many",
+                mark.line + 1,
+            )
+        return super().compose_node(parent, index)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         # checked before SafeLoader flattens `<<` merges, whose keys may be overridden
         first: dict[Any, yaml.Node] = {}

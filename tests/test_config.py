@@ -267,3 +267,14 @@ def test_errors_never_echo_values_under_secret_looking_keys():
         assert _shown(loc, "s3cret", "string_type") == "", loc
     assert _shown(("targets", 0, "anything"), "s3cret", "extra_forbidden") == ""
     assert len(_shown(("a",), "x" * 500, "value_error")) < 100
+
+
+def test_size_bounds(tmp_path):
+    big = tmp_path / "big.yml"
+    big.write_text(BASE + "    junk: [" + ",".join(["1"] * 100_001) + "]\n")
+    with pytest.raises(ConfigError, match=r"big\.yml:4: the document holds more than 100000"):
+        load_config(big)
+    huge = tmp_path / "huge.yml"
+    huge.write_text(BASE + "# " + "x" * 1024 * 1024 + "\n")
+    with pytest.raises(ConfigError, match=r"huge\.yml: larger than 1 MiB"):
+        load_config(huge)

@@ -84,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(config: Config, source: str) -> str:
+    """What --check-config prints: every target, collector, queue and endpoint with the values
+    in effect (defaults and derived timeouts applied), never a password, token or query string."""
+    from exporter.secrets import redact
+
     lines = [f"{source}: configuration is valid"]
     for t in config.targets:
         lines.append(f"target {t.name} ({t.safe_dsn()})")
+        lines.append(
+            f"  session: statement_timeout {t.statement_timeout:g}s, lock_timeout "
+            f"{t.lock_timeout:g}s, connect_timeout {t.connect_timeout:g}s"
+        )
         for n, s in t.enabled_collectors():
             lines.append(
                 f"  collector {n}: every {t.interval_of(s):g}s, timeout {t.timeout_of(s):g}s"
@@ -101,15 +109,22 @@ def summary(config: Config, source: str) -> str:
         lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
         for e in a.endpoints:
             lines.append(f"  endpoint {e.name}: {e.describe()}")
-    return "\n".join(lines)
+    # describe() and safe_dsn() leave secrets out; this is the net under them
+    return redact("\n".join(lines))
 
 
-def _load(path: str) -> Config:
+def _load(path: str, check_only: bool = False) -> Config:
+    """The configuration, or exit 2 with the located errors on stderr. Starting (and the
+    doctor) requires every variable and file the config names; --check-config (check_only)
+    may run where the secrets are not mounted, so missing secret sources are warnings there."""
     try:
-        return load_config(path)
+        config = load_config(path, environment="warn" if check_only else "require")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in config.warnings:
+        print(f"warning: {warning} (the exporter will not start without it)", file=sys.stderr)
+    return config
 
 
 def serve(
@@ -163,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
-    config = _load(args.config_file)
+    config = _load(args.config_file, check_only=args.check_config)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 

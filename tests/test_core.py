@@ -47,7 +47,15 @@ def test_unreachable_target_is_down_and_others_keep_working(fresh_db, run_export
 
 
 def test_session_settings_are_read_only_with_timeouts(fresh_db, run_exporter):
-    ex = run_exporter({"targets": [target(fresh_db, statement_timeout="3s", lock_timeout="500ms")]})
+    ex = run_exporter(
+        {
+            "targets": [
+                target(
+                    fresh_db, collect_interval="5s", statement_timeout="3s", lock_timeout="500ms"
+                )
+            ]
+        }
+    )
     ex.wait_for(lambda s: s.value("runbook_target_up", target="app") == 1, what="up")
     with psycopg.connect(fresh_db) as c:
         rows = c.execute(

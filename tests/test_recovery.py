@@ -37,7 +37,7 @@ def test_database_restart(run_exporter):
                         "name": "db",
                         "dsn": pg.dsn,
                         "collect_interval": "1s",
-                        "connect_timeout": "2s",
+                        "connect_timeout": "1s",
                         "collectors": {"tables": fast, "statements": fast},
                     }
                 ]

@@ -3,9 +3,13 @@ the configured limits, lock waits, and the age of the oldest query, transaction 
 idle-in-transaction session (runbook 002: long-running queries; 000/003/004: connection counts).
 
 max_connections is a server-wide limit, so the sessions of every database count, not only the
-target's. The exporter's own sessions (application_name `runbook-exporter`) are left out. The
-role needs pg_monitor (pg_read_all_stats): without it PostgreSQL hides the state and query
-times of other roles' sessions, and those sessions are counted by application and user only.
+target's. The exporter's own sessions (application_name `runbook-exporter`) are left out.
+
+The role needs pg_monitor (pg_read_all_stats): without it PostgreSQL shows other roles'
+sessions with a NULL state and NULL times, so every state would read 0 and no query would ever
+look long. When any session's state is hidden like that, the run fails (success 0, logged by
+the scheduler) with a message naming the privilege to grant; the series that do not depend on
+it (by application, by user, the limits) are still served, the state counts and ages are not.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from prometheus_client.core import Metric
 
 from exporter.db import APPLICATION_NAME
 from exporter.metrics import spec
+from exporter.scheduler import PartialFailure
 
 NAME = "connections"
 SRC = "collectors/connections.py"
@@ -38,7 +43,8 @@ UNSET = "unset"  # sessions that did not set application_name
 # partition. Ages are clamped at 0: a query may start after this statement did.
 SQL = """
 WITH s AS (
-  SELECT a.pid, a.state, a.application_name, a.usename::text AS usename, a.wait_event_type,
+  SELECT a.pid, a.state, a.application_name, a.usename::text AS usename, a.usesysid,
+         a.wait_event_type,
          a.query_start, a.xact_start, a.state_change
   FROM pg_stat_activity a
   WHERE a.backend_type = 'client backend'
@@ -57,7 +63,14 @@ WITH s AS (
     ) AS long_warning,
     count(*) FILTER (
       WHERE state = 'active' AND query_start < now() - make_interval(secs => %(crit)s)
-    ) AS long_critical
+    ) AS long_critical,
+    -- sessions whose state the role may not see: PostgreSQL nulls it for other roles' rows
+    -- unless the role has pg_read_all_stats (a backend still authenticating has a NULL state
+    -- and no role yet: not counted)
+    count(*) FILTER (
+      WHERE state IS NULL AND NOT pg_has_role(usesysid, 'USAGE')
+        AND NOT pg_has_role('pg_read_all_stats', 'USAGE')
+    ) AS hidden
   FROM s
 )
 SELECT
@@ -76,7 +89,9 @@ SELECT
   greatest(extract(epoch FROM now() - agg.oldest_xact), 0),
   greatest(extract(epoch FROM now() - agg.oldest_idle_xact), 0),
   agg.long_warning,
-  agg.long_critical
+  agg.long_critical,
+  agg.hidden,
+  current_user
 FROM agg
 """
 
@@ -186,6 +201,14 @@ def top_n(counts: dict[str, int], limit: int, empty: str) -> dict[str, int]:
     return out
 
 
+def hidden_message(hidden: int, role: str) -> str:
+    return (
+        f"cannot see the state of {hidden} other sessions: grant pg_monitor (or "
+        f"pg_read_all_stats) to {role}; session states, ages, lock waits and long queries "
+        "are not served until then"
+    )
+
+
 async def collect(conn, target, settings) -> list[Metric]:
     th = target.thresholds
     cur = await conn.execute(
@@ -209,6 +232,8 @@ async def collect(conn, target, settings) -> list[Metric]:
         oldest_idle_xact,
         long_warning,
         long_critical,
+        hidden,
+        role,
     ) = await cur.fetchone()
     t = target.name
 
@@ -231,12 +256,13 @@ async def collect(conn, target, settings) -> list[Metric]:
     long_queries.add_metric([t, "warning"], long_warning)
     long_queries.add_metric([t, "critical"], long_critical)
 
+    limits = [apps, users, MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
+    if hidden:
+        # counting these sessions as "no state" would read as an idle server: fail loudly
+        raise PartialFailure(hidden_message(hidden, role), limits)
     out = [
         states,
-        apps,
-        users,
-        MAX_CONNECTIONS.one(max_conn, t),
-        RESERVED.one(reserved, t),
+        *limits,
         LOCK_WAITING.one(lock_waiting, t),
         OLDEST_QUERY.one(float(oldest_query or 0), t),
         OLDEST_XACT.one(float(oldest_xact or 0), t),

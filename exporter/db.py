@@ -178,8 +178,10 @@ class TargetDB:
                 # connection usable; anything that broke it or cut a query short does not
                 if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
                     raise
-                if conn.broken or conn.closed or not isinstance(e, psycopg.OperationalError):
-                    await self._drop(describe_error(e) if str(e) else type(e).__name__)
+                if isinstance(e, asyncio.CancelledError):  # timed out or stopping: not news
+                    await self._drop("run cancelled", quiet=True)
+                elif conn.broken or conn.closed:
+                    await self._drop(describe_error(e))
                 raise
             finally:
                 watchdog.cancel()
@@ -250,7 +252,7 @@ class TargetDB:
         finally:
             self._reconnect = None
 
-    async def _drop(self, reason: str) -> None:
+    async def _drop(self, reason: str, quiet: bool = False) -> None:
         self.up = 0
         self.last_error = reason
         conn, self.conn = self.conn, None
@@ -258,11 +260,12 @@ class TargetDB:
             # close() only sends Terminate and frees the socket: it does not wait on the server
             with suppress(Exception):  # closing a dead connection may fail; it is gone anyway
                 await conn.close()
-            if not self._closing:
+            if not self._closing and not quiet:
                 log.warning(
                     "lost the connection to target",
                     extra={"target": self.target.name, "error": reason},
                 )
+            if not self._closing:
                 self._backoff = BACKOFF_MIN
                 self._next_attempt = time.monotonic()  # first try at once, then back off
                 self._schedule_reconnect_now()

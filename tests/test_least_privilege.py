@@ -139,7 +139,11 @@ def test_role_script_grants_exactly_what_it_documents(fresh_db: str, monitor_rol
                 (ROLE,),
             )
         }
-        assert member_of == {"pg_monitor"}
+        # PostgreSQL 16+: a reserved slot at max_connections (tests/test_db_faults.py uses it)
+        expected = {"pg_monitor"}
+        if c.info.server_version >= 160000:
+            expected.add("pg_use_reserved_connections")
+        assert member_of == expected
         readable = {
             r[0]
             for r in c.execute(

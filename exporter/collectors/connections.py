@@ -6,10 +6,10 @@ max_connections is a server-wide limit, so the sessions of every database count,
 target's. The exporter's own sessions (application_name `runbook-exporter`) are left out.
 
 The role needs pg_monitor (pg_read_all_stats): without it PostgreSQL shows other roles'
-sessions with a NULL state and NULL times, so every state would read 0 and no query would ever
-look long. When any session's state is hidden like that, the run fails (success 0, logged by
-the scheduler) with a message naming the privilege to grant; the series that do not depend on
-it (by application, by user, the limits) are still served, the state counts and ages are not.
+sessions with a NULL backend_type, state and times, so they would not be counted at all: every
+state would read 0 and no query would ever look long. When any row is hidden like that, the
+run fails (success 0, logged by the scheduler) with a message naming the privilege to grant;
+only the server's limits are still served, every count is not.
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ UNSET = "unset"  # sessions that did not set application_name
 # partition. Ages are clamped at 0: a query may start after this statement did.
 SQL = """
 WITH s AS (
-  SELECT a.pid, a.state, a.application_name, a.usename::text AS usename, a.usesysid,
-         a.wait_event_type,
+  SELECT a.pid, a.state, a.application_name, a.usename::text AS usename, a.wait_event_type,
          a.query_start, a.xact_start, a.state_change
   FROM pg_stat_activity a
   WHERE a.backend_type = 'client backend'
@@ -63,14 +62,7 @@ WITH s AS (
     ) AS long_warning,
     count(*) FILTER (
       WHERE state = 'active' AND query_start < now() - make_interval(secs => %(crit)s)
-    ) AS long_critical,
-    -- sessions whose state the role may not see: PostgreSQL nulls it for other roles' rows
-    -- unless the role has pg_read_all_stats (a backend still authenticating has a NULL state
-    -- and no role yet: not counted)
-    count(*) FILTER (
-      WHERE state IS NULL AND NOT pg_has_role(usesysid, 'USAGE')
-        AND NOT pg_has_role('pg_read_all_stats', 'USAGE')
-    ) AS hidden
+    ) AS long_critical
   FROM s
 )
 SELECT
@@ -90,7 +82,10 @@ SELECT
   greatest(extract(epoch FROM now() - agg.oldest_idle_xact), 0),
   agg.long_warning,
   agg.long_critical,
-  agg.hidden,
+  -- rows the role may not see: without pg_read_all_stats PostgreSQL nulls backend_type,
+  -- state and times of other roles' sessions (and of background processes), so they drop
+  -- out of s above; every row it shows in full has a backend_type. Same snapshot as s.
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL),
   current_user
 FROM agg
 """
@@ -203,8 +198,8 @@ def top_n(counts: dict[str, int], limit: int, empty: str) -> dict[str, int]:
 
 def hidden_message(hidden: int, role: str) -> str:
     return (
-        f"cannot see the state of {hidden} other sessions: grant pg_monitor (or "
-        f"pg_read_all_stats) to {role}; session states, ages, lock waits and long queries "
+        f"pg_stat_activity hides {hidden} sessions from role {role}: grant pg_monitor (or "
+        f"pg_read_all_stats) to {role}; session counts, ages, lock waits and long queries "
         "are not served until then"
     )
 
@@ -256,12 +251,14 @@ async def collect(conn, target, settings) -> list[Metric]:
     long_queries.add_metric([t, "warning"], long_warning)
     long_queries.add_metric([t, "critical"], long_critical)
 
-    limits = [apps, users, MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
+    limits = [MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
     if hidden:
-        # counting these sessions as "no state" would read as an idle server: fail loudly
+        # counts without the hidden sessions would read as an idle server: fail loudly
         raise PartialFailure(hidden_message(hidden, role), limits)
     out = [
         states,
+        apps,
+        users,
         *limits,
         LOCK_WAITING.one(lock_waiting, t),
         OLDEST_QUERY.one(float(oldest_query or 0), t),

@@ -37,7 +37,7 @@ APPLICATION_NAME = "runbook-exporter"
 # reconnect delays: BACKOFF_MIN doubling to BACKOFF_MAX, each drawn from [delay/2, delay] so
 # the exporters of a fleet do not all knock at once when a server comes back
 BACKOFF_MIN = 0.5
-BACKOFF_MAX = 4.0
+BACKOFF_MAX = 2.0
 # the watchdog fires this much (at most 10 % of the budget) before the run's timeout, so the
 # run ends on its own terms before the scheduler cancels it
 WATCHDOG_MARGIN = 0.5

@@ -34,6 +34,10 @@ from tests.helpers import Scrape
 from tests.test_least_privilege import ROLE, apply_role_sql
 
 T = "db"
+# the exporter's rhythm in these tests; RUNBOOK_FAULT_INTERVAL / _TIMEOUT measure others (the
+# defaults are 15 and 10), e.g. for the figures of docs/postgres.md
+INTERVAL = float(os.environ.get("RUNBOOK_FAULT_INTERVAL", "1"))
+TIMEOUT = float(os.environ.get("RUNBOOK_FAULT_TIMEOUT", "1"))
 # PostgreSQL 16+: ordinary roles may use max_connections - 1 - 2 = 9 slots, roles with
 # pg_use_reserved_connections (the exporter's) 11, superusers 12
 SETTINGS = {
@@ -107,19 +111,19 @@ def faulty(tmp_path_factory) -> Iterator[Faulty]:
 
 
 def config(f: Faulty, **collectors: dict) -> dict:
-    every_second = {"interval": "1s"}
+    every_run = {"interval": f"{INTERVAL}s"}
     return {
         "targets": [
             {
                 "name": T,
                 "dsn": f.exporter_dsn,
                 "password_file": str(f.password_file),
-                "collect_interval": "1s",
-                "collect_timeout": "1s",
-                "statement_timeout": "500ms",
+                "collect_interval": f"{INTERVAL}s",
+                "collect_timeout": f"{TIMEOUT}s",
+                "statement_timeout": f"{min(0.5, TIMEOUT / 2)}s",
                 "lock_timeout": "200ms",
                 "connect_timeout": "1s",
-                "collectors": {"tables": every_second, "statements": every_second, **collectors},
+                "collectors": {"tables": every_run, "statements": every_run, **collectors},
                 "queues": [{"table": "public.processing_jobs"}, {"table": "public.email_jobs"}],
             }
         ]
@@ -208,7 +212,8 @@ def test_stop_and_start(faulty: Faulty, run_exporter, caplog):
         )
         assert s.values("runbook_pg_connections", target=T) == []  # dropped, not stale
         assert s.value("runbook_exporter_build_info") == 1
-        time.sleep(3)  # let the backoff grow: recovery must not depend on it
+        # let the backoff grow: recovery must not depend on it (longer: RUNBOOK_FAULT_OUTAGE)
+        time.sleep(float(os.environ.get("RUNBOOK_FAULT_OUTAGE", "3")))
     finally:
         faulty.pg.start()
     back, back_wall = time.monotonic(), time.time()
@@ -268,28 +273,34 @@ def test_frozen_server(faulty: Faulty, run_exporter, caplog):
             ex,
             lambda s: s.value("runbook_target_up", target=T) == 0,
             froze,
-            8,
+            INTERVAL + TIMEOUT + 5,
             "up 0 while frozen",
         )
         report("freeze -> runbook_target_up 0", down)
         # within one interval (for a run to start) plus one collect timeout, and some slack
-        assert down < 1 + 1 + 1.0
+        assert down < INTERVAL + TIMEOUT + 1.0
         t0 = time.monotonic()
         assert httpx.get(ex.url, timeout=5).status_code == 200  # /metrics never waits on it
         assert time.monotonic() - t0 < 1
         s = ex.wait_for(
-            lambda s: success(s, "connections") == 0, timeout=5, what="connections failing"
+            lambda s: success(s, "connections") == 0,
+            timeout=INTERVAL + TIMEOUT + 5,
+            what="connections failing",
         )
-        assert "no answer from the server within 1s" in errors(ex).get("connections", "") or (
-            "not connected" in errors(ex).get("connections", "")
-        )
+        assert f"no answer from the server within {TIMEOUT:g}s" in errors(ex).get(
+            "connections", ""
+        ) or ("not connected" in errors(ex).get("connections", ""))
         time.sleep(2)  # frozen for a while: reconnect attempts must stay bounded
         assert s.value("runbook_target_up", target=T) == 0
     thawed, thawed_wall = time.monotonic(), time.time()
     _, up = wait_timed(
-        ex, lambda s: s.value("runbook_target_up", target=T) == 1, thawed, 10, "up 1 after thaw"
+        ex,
+        lambda s: s.value("runbook_target_up", target=T) == 1,
+        thawed,
+        INTERVAL + 10,
+        "up 1 after thaw",
     )
-    _, fresh = wait_timed(ex, all_fresh(thawed_wall), thawed, 10, "fresh data after thaw")
+    _, fresh = wait_timed(ex, all_fresh(thawed_wall), thawed, INTERVAL + 10, "fresh after thaw")
     report("thaw -> runbook_target_up 1", up)
     report("thaw -> fresh data from every collector", fresh)
     settle_to_one_session(faulty.admin_dsn)  # no session leaked by the abandoned connections

@@ -267,6 +267,14 @@ def test_frozen_server(faulty: Faulty, run_exporter, caplog):
     ex = run_exporter(config(faulty))
     ex.wait_for(all_fresh(), what="every collector up")
     settle_to_one_session(faulty.admin_dsn)
+    # freeze just after a run, so the first run to hang starts one interval later and the
+    # figure is the same every time: about INTERVAL + TIMEOUT
+    runs = ex.scrape().value("runbook_collector_runs_total", target=T, collector="connections")
+    ex.wait_for(
+        lambda s: s.value("runbook_collector_runs_total", target=T, collector="connections") > runs,
+        timeout=INTERVAL + 5,
+        what="a connections run",
+    )
     with frozen(faulty.pg):
         froze = time.monotonic()
         s, down = wait_timed(

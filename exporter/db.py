@@ -197,58 +197,64 @@ class TargetDB:
         if self.conn is not None:
             await self._drop("connection lost")
         if self._reconnect is None:  # the first connection: made by the first run itself
-            await self._connect()
+            self._install(await self._attempt())
             return self.conn  # type: ignore[return-value]
         wait = max(self._next_attempt - time.monotonic(), 0)
         raise TargetUnavailable(f"not connected ({self.last_error}); retrying in {wait:.1f}s")
 
-    async def _connect(self) -> None:
-        """One attempt; on failure `up` is 0, the background reconnect runs, and the error says
-        why (never the password)."""
+    async def _attempt(self) -> psycopg.AsyncConnection:
+        """One connection attempt; on failure `up` is 0, the background reconnect is scheduled,
+        and the TargetUnavailable says why (never the password)."""
         t = self.target
         try:
-            conn = await open_connection(t)
+            return await open_connection(t)
         except Exception as e:
             self.up = 0
             self.last_error = describe_error(e)
-            self._schedule_reconnect()
+            self._next_attempt = time.monotonic() + jittered(self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._start_reconnect()
             log.warning(
                 "cannot connect to target",
                 extra={"target": t.name, "dsn": t.safe_dsn(), "error": self.last_error},
             )
             raise TargetUnavailable(f"cannot connect: {self.last_error}") from None
-        if self._closing:  # stopped while connecting
-            await conn.close()
-            raise TargetUnavailable("exporter stopping")
+
+    def _install(self, conn: psycopg.AsyncConnection) -> None:
+        """Make `conn` the target's session; called with the lock held."""
         self.conn = conn
         self.up = 1
         self._backoff = BACKOFF_MIN
         self.last_error = None
+        t = self.target
         log.info("connected to target", extra={"target": t.name, "dsn": t.safe_dsn()})
 
-    def _schedule_reconnect(self) -> None:
-        self._next_attempt = time.monotonic() + jittered(self._backoff)
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+    def _start_reconnect(self) -> None:
         if self._reconnect is None and not self._closing:
             self._reconnect = asyncio.get_running_loop().create_task(
                 self._reconnect_loop(), name=f"reconnect {self.target.name}"
             )
 
     async def _reconnect_loop(self) -> None:
-        """Reconnect in the background until it works (bounded per attempt by connect_timeout),
-        so `up` recovers within BACKOFF_MAX of the server, whatever the collectors' intervals.
-        The attempt holds the lock: a run never sees a half-made connection."""
+        """Reconnect in the background until it works, so `up` recovers within BACKOFF_MAX of
+        the server whatever the collectors' intervals. The attempt runs outside the lock (runs
+        meanwhile fail at once saying why, rather than queue behind a connect to a server that
+        does not answer); the new session is installed under it."""
         try:
             while not self._closing:
                 await asyncio.sleep(max(self._next_attempt - time.monotonic(), 0))
+                if self._usable():
+                    return
+                try:
+                    conn = await self._attempt()
+                except TargetUnavailable:
+                    continue
                 async with self.lock:
-                    if self._usable() or self._closing:
+                    if self._closing or self._usable():
+                        await conn.close()
                         return
-                    try:
-                        await self._connect()
-                        return
-                    except TargetUnavailable:
-                        continue
+                    self._install(conn)
+                    return
         finally:
             self._reconnect = None
 
@@ -268,13 +274,7 @@ class TargetDB:
             if not self._closing:
                 self._backoff = BACKOFF_MIN
                 self._next_attempt = time.monotonic()  # first try at once, then back off
-                self._schedule_reconnect_now()
-
-    def _schedule_reconnect_now(self) -> None:
-        if self._reconnect is None:
-            self._reconnect = asyncio.get_running_loop().create_task(
-                self._reconnect_loop(), name=f"reconnect {self.target.name}"
-            )
+                self._start_reconnect()
 
     async def close(self) -> None:
         self._closing = True

@@ -275,8 +275,12 @@ def test_frozen_server(faulty: Faulty, run_exporter, caplog):
         timeout=INTERVAL + 5,
         what="a connections run",
     )
+    # every run's result, to time the runs that hang (the store keeps only the last one)
+    results: list = []
+    store_put = ex.exporter.store.put
+    ex.exporter.store.put = lambda key, result: (results.append(result), store_put(key, result))
     with frozen(faulty.pg):
-        froze = time.monotonic()
+        froze, froze_wall = time.monotonic(), time.time()
         s, down = wait_timed(
             ex,
             lambda s: s.value("runbook_target_up", target=T) == 0,
@@ -285,6 +289,11 @@ def test_frozen_server(faulty: Faulty, run_exporter, caplog):
             "up 0 while frozen",
         )
         report("freeze -> runbook_target_up 0", down)
+        # the run that held the connection when the server froze: the watchdog ends it (and
+        # turns up 0) half a second before its timeout
+        hung = max(r.duration for r in list(results) if r.finished_at > froze_wall)
+        report("longest hung run (up 1 until it ends)", hung)
+        assert hung < TIMEOUT + 0.3
         # within one interval (for a run to start) plus one collect timeout, and some slack
         assert down < INTERVAL + TIMEOUT + 1.0
         t0 = time.monotonic()

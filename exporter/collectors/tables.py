@@ -26,9 +26,9 @@ log = logging.getLogger("exporter.collectors.tables")
 _skipped: dict[str, list[str]] = {}
 
 # Ranking is lock-free and O(tables) over the catalog only: pg_class.relpages of the heap, its
-# TOAST table and its indexes (kept by VACUUM, ANALYZE and CREATE INDEX; a table never visited
-# by any of them ranks by 0 until autovacuum's first pass). Only the top N are then sized
-# exactly with pg_total_relation_size, which opens the table and its indexes under
+# TOAST table and its indexes (kept by VACUUM, ANALYZE and CREATE INDEX; a table none of them
+# visited yet is sized directly on PostgreSQL 14+, and ranks by 0 on 13). Only the top N are
+# then sized exactly with pg_total_relation_size, which opens the table and its indexes under
 # AccessShareLock: a table, TOAST table or index that another session holds in ACCESS
 # EXCLUSIVE mode (ALTER TABLE, VACUUM FULL, REINDEX, LOCK TABLE) -- or waits for, since our
 # request would queue behind that one -- is not sized; its size series is left out, its other
@@ -41,31 +41,37 @@ WITH locked AS (
   FROM pg_locks l
   WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), locked_tables AS (  -- tables whose heap, TOAST table or an index is locked
+  SELECT relation AS relid FROM locked
+  UNION SELECT c.oid FROM pg_class c JOIN locked ON locked.relation = c.reltoastrelid
+  UNION SELECT x.indrelid FROM pg_index x JOIN locked ON locked.relation = x.indexrelid
 ), top AS (
   SELECT s.relid, s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup,
          greatest(s.last_vacuum, s.last_autovacuum) AS vacuumed,
          greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
-         c.reltoastrelid,
-         c.relpages::bigint + coalesce(t.relpages, 0)
-           + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i
-                       ON i.oid = x.indexrelid WHERE x.indrelid = s.relid), 0) AS pages
+         s.relid IN (SELECT relid FROM locked_tables) AS is_locked,
+         CASE
+           -- never vacuumed nor analyzed (PostgreSQL 14+: reltuples -1): relpages says 0
+           -- whatever it holds, so it is sized now (a new table: seldom more than a few)
+           WHEN c.reltuples < 0 AND s.relid NOT IN (SELECT relid FROM locked_tables)
+             THEN pg_total_relation_size(s.relid) / current_setting('block_size')::bigint
+           ELSE c.relpages::bigint + coalesce(t.relpages, 0)
+             + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i
+                         ON i.oid = x.indexrelid WHERE x.indrelid = s.relid), 0)
+         END AS pages
   FROM pg_stat_user_tables s
   JOIN pg_class c ON c.oid = s.relid
   LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
   WHERE s.schemaname !~ '^pg_(toast_)?temp_'
-  ORDER BY pages DESC, s.schemaname, s.relname
+  ORDER BY pages DESC NULLS LAST, s.schemaname, s.relname
   LIMIT %(top_n)s
 )
 SELECT schemaname, relname, n_live_tup, n_dead_tup,
-       CASE WHEN relid IN (SELECT relation FROM locked)
-              OR reltoastrelid IN (SELECT relation FROM locked)
-              OR EXISTS (SELECT 1 FROM pg_index x JOIN locked ON locked.relation = x.indexrelid
-                         WHERE x.indrelid = top.relid)
-            THEN NULL ELSE pg_total_relation_size(relid) END AS size_bytes,
+       CASE WHEN is_locked THEN NULL ELSE pg_total_relation_size(relid) END AS size_bytes,
        extract(epoch FROM now() - vacuumed),
        extract(epoch FROM now() - analyzed)
 FROM top
-ORDER BY pages DESC, schemaname, relname
+ORDER BY pages DESC NULLS LAST, schemaname, relname
 """
 
 # Unused: never scanned since the statistics were reset, and not needed for correctness

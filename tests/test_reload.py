@@ -176,9 +176,9 @@ def test_reload_keeps_unchanged_rebuilds_changed_drops_removed_adds_new(fresh_db
         )
         == 0.7
     )
-    assert s.value(
-        "runbook_collector_interval_seconds", target="changed", collector="database"
-    ) == 2
+    assert (
+        s.value("runbook_collector_interval_seconds", target="changed", collector="database") == 2
+    )
     assert s.value("runbook_config_last_reload_successful") == 1
     time.sleep(0.5)
     assert server.count("/removed") <= removed_count + 1  # at most one probe in flight

@@ -11,12 +11,18 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from exporter import configyaml
-from exporter.collectors import DB_COLLECTORS
+from exporter import configyaml, sources
 from exporter.configtypes import (
     IDENT_RE,
     MIN_COLLECT_INTERVAL,
@@ -34,40 +40,19 @@ from exporter.configtypes import (
 )
 from exporter.probes.config import TLS, App
 from exporter.secrets import looks_secret, redact, register_secret, scrub_urls
+from exporter.sources import CollectorSettings
 
 # --- collectors -------------------------------------------------------------------------
 
 
-class CollectorSettings(Model):
-    enabled: bool = True
-    interval: Duration | None = None  # None: the target's collect_interval
-    timeout: Duration | None = None  # None: the target's collect_timeout
+def _collectors_model() -> type[Model]:
+    """The `collectors:` section: one key per registered collector (exporter/sources.py),
+    its settings model the value, its defaults the default."""
+    fields: dict[str, Any] = {c.name: (c.Settings, c.Settings()) for c in sources.collectors()}
+    return create_model("Collectors", __base__=Model, **fields)
 
 
-class ConnectionsSettings(CollectorSettings):
-    # sessions are also broken down by application and user; past this many distinct values
-    # the rest are summed under "other" so cardinality stays bounded
-    max_applications: int = Field(20, ge=0, le=1000)
-    max_users: int = Field(20, ge=0, le=1000)
-
-
-class TablesSettings(CollectorSettings):
-    top_n: int = Field(50, ge=1, le=10000)
-    interval: Duration | None = 60.0  # table stats move slowly; pg_class scans are not free
-
-
-class StatementsSettings(CollectorSettings):
-    top_n: int = Field(20, ge=0, le=1000)
-    query_text_length: int = Field(120, ge=0, le=1000)
-    interval: Duration | None = 60.0
-
-
-class Collectors(Model):
-    queues: CollectorSettings = CollectorSettings()
-    connections: ConnectionsSettings = ConnectionsSettings()
-    database: CollectorSettings = CollectorSettings()
-    tables: TablesSettings = TablesSettings()
-    statements: StatementsSettings = StatementsSettings()
+Collectors = _collectors_model()
 
 
 # --- queues -----------------------------------------------------------------------------
@@ -300,7 +285,9 @@ class Target(Model):
 
     def enabled_collectors(self) -> list[tuple[str, CollectorSettings]]:
         """(name, settings) of the collectors that run, in their first-run order."""
-        return [(n, s) for n in DB_COLLECTORS if (s := getattr(self.collectors, n)).enabled]
+        return [
+            (n, s) for n in sources.collector_names() if (s := getattr(self.collectors, n)).enabled
+        ]
 
     def interval_of(self, settings: CollectorSettings) -> float:
         return settings.interval if settings.interval is not None else self.collect_interval

@@ -25,12 +25,14 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from exporter.config import Target
 from exporter.secrets import redact
+
+if TYPE_CHECKING:  # the collectors import this module while the config is being built
+    from exporter.config import Target
 
 log = logging.getLogger("exporter.db")
 APPLICATION_NAME = "runbook-exporter"

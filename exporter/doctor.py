@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from exporter import sources
 from exporter.collectors import queues as qc
-from exporter.collectors import statements as sc
 from exporter.config import Config, ConfigError, Queue, Target
 from exporter.db import describe_error, open_connection
 from exporter.secrets import redact
@@ -111,42 +111,9 @@ async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report)
             "pg_stat_statements texts are hidden from it",
             fix=f"GRANT pg_monitor TO {quoted};",
         )
-    await check_pg_stat_statements(conn, t, report)
-    for q in t.queues:
-        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
-        await check_queue(conn, t, q, report)
-
-
-async def check_pg_stat_statements(
-    conn: psycopg.AsyncConnection, t: Target, report: Report
-) -> None:
-    report_missing = report.finding if t.collectors.statements.enabled else report.note
-    # where the collector finds it: the extension's schema need not be on the search_path
-    row = await _one(conn, sc.FIND_SQL)
-    if row is None:
-        report_missing(
-            "pg_stat_statements is not installed in this database (slow-statement metrics need "
-            "it; it must also be in shared_preload_libraries)",
-            fix="CREATE EXTENSION pg_stat_statements;",
-        )
-        return
-    schema, _, version = row
-    try:
-        await _one(
-            conn,
-            sql.SQL("SELECT 1 FROM {}.pg_stat_statements LIMIT 1").format(sql.Identifier(schema)),
-        )
-    except psycopg.errors.ObjectNotInPrerequisiteState:
-        report_missing(
-            "pg_stat_statements is installed but not loaded",
-            fix="ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';"
-            "  -- append to any existing value, then restart PostgreSQL",
-        )
-        return
-    except psycopg.errors.InsufficientPrivilege:
-        report_missing("the role cannot read pg_stat_statements", fix="GRANT pg_monitor TO ...;")
-        return
-    report.ok(f"pg_stat_statements {version} is installed and loaded")
+    # each collector's own checks, also of the disabled ones (their findings become notes)
+    for collector in sources.collectors():
+        await collector(t, getattr(t.collectors, collector.name)).doctor(conn, report)
 
 
 # --- queues -----------------------------------------------------------------------------

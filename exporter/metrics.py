@@ -7,7 +7,7 @@ docs/metrics.md, so the reference cannot drift from the code (tests/test_metrics
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +65,32 @@ def spec(name: str, kind: Kind, help: str, labels: Sequence[str], source: str) -
     return s
 
 
+# a config field -> the series it becomes: its spec and its `severity` label (None: no label)
+Fields = Mapping[str, tuple["MetricSpec", str | None]]
+
+
+class ThresholdSeries:
+    """Configured thresholds as series, so shipped alert rules stay static: a rule compares a
+    measured series with the threshold series of the same labels, and an override in the
+    config needs no rule edit. Used for the databases' (collectors/thresholds.py) and the
+    endpoints' (probes/thresholds.py).
+
+    Built from field mappings; the families come out in the order their specs first appear
+    in them, each sample as its field does for each `add`."""
+
+    def __init__(self, *mappings: Fields) -> None:
+        self._families = {s: s.family() for m in mappings for s, _ in m.values()}
+
+    def add(self, model: object, fields: Fields, *labels: str) -> None:
+        """One sample per field of `model` (a config model), labelled `labels` + severity."""
+        for field, (spec, severity) in fields.items():
+            values = [*labels, severity] if severity else list(labels)
+            self._families[spec].add_metric(values, getattr(model, field))
+
+    def families(self) -> list[Metric]:
+        return [f for f in self._families.values() if f.samples]
+
+
 def merge(families: Iterable[Metric]) -> list[Metric]:
     """Merge families of the same name (one per target or endpoint) into one family each.
 
@@ -84,17 +110,10 @@ def merge(families: Iterable[Metric]) -> list[Metric]:
 
 
 def load_all_specs() -> dict[str, MetricSpec]:
-    """Import every module that declares metrics, so SPECS is complete (for docs and tests)."""
-    import importlib
-    import pkgutil
+    """Every declared metric (for docs and tests): the sources' (their modules are found by
+    the registry) and the runtime's own."""
+    import exporter.runtime  # noqa: F401  (self-metrics and the threshold series)
+    from exporter import sources
 
-    import exporter
-    import exporter.collectors
-    import exporter.probes
-
-    for pkg in (exporter, exporter.collectors, exporter.probes):
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            if mod.name.startswith("_"):
-                continue  # __main__ would run the CLI
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    sources.discover()
     return dict(sorted(SPECS.items()))

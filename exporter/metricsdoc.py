@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from exporter.metrics import load_all_specs
+from exporter import sources
+from exporter.metrics import MetricSpec, load_all_specs
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
@@ -35,20 +36,38 @@ Threshold series come from the configuration and are always served.
 """
 
 
+def _table(specs: list[MetricSpec]) -> str:
+    rows = ["| metric | type | labels | help |\n|---|---|---|---|\n"]
+    for s in sorted(specs, key=lambda s: s.exposed_name):
+        labels = ", ".join(f"`{label}`" for label in s.labels) or "-"
+        rows.append(f"| `{s.exposed_name}` | {s.kind} | {labels} | {s.help} |\n")
+    return "".join(rows) + "\n"
+
+
+def _heading(source: type[sources.Source]) -> str:
+    if issubclass(source, sources.Collector):
+        where = source.module_path()
+        return f"## Collector `{source.name}` (`exporter/{where}`, `collectors.{source.name}`)"
+    where = ", ".join(f"`exporter/{path}`" for path in source.spec_sources)
+    return f"## Probe kind `{source.name}` ({where})"
+
+
 def render() -> str:
+    """One section per registered source (exporter/sources.py), in the registry's order, then
+    one per module for the metrics no source owns (thresholds, the exporter's own)."""
     specs = load_all_specs()
-    by_source: dict[str, list] = {}
-    for s in specs.values():
-        by_source.setdefault(s.source, []).append(s)
     out = [HEADER]
-    for source in sorted(by_source):
-        out.append(
-            f"## `exporter/{source}`\n\n| metric | type | labels | help |\n|---|---|---|---|\n"
-        )
-        for s in sorted(by_source[source], key=lambda s: s.exposed_name):
-            labels = ", ".join(f"`{label}`" for label in s.labels) or "-"
-            out.append(f"| `{s.exposed_name}` | {s.kind} | {labels} | {s.help} |\n")
-        out.append("\n")
+    owned: set[str] = set()
+    for source in sources.all_sources():
+        mine = source.specs()
+        owned |= {s.name for s in mine}
+        out.append(f"{_heading(source)}\n\n{_table(mine)}")
+    by_module: dict[str, list[MetricSpec]] = {}
+    for s in specs.values():
+        if s.name not in owned:
+            by_module.setdefault(s.source, []).append(s)
+    for module in sorted(by_module):
+        out.append(f"## `exporter/{module}`\n\n{_table(by_module[module])}")
     return "".join(out).rstrip() + "\n"
 
 

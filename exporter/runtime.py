@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter import __version__, collectors
+from exporter import __version__, sources
 from exporter.collectors import thresholds
 from exporter.config import Config, ConfigError, load_config
 from exporter.db import TargetDB
@@ -103,14 +103,15 @@ RELOAD_SUCCESS_AT = spec(
 
 
 def _db_job(db: TargetDB, name: str, settings, delay: float) -> Job:
-    collect = collectors.get(name)
     t = db.target
+    # made per target (and again when its settings change): it holds the collector's state
+    collector = sources.collector(name)(t, settings)
 
     async def run() -> list[Metric]:
         # the run's budget as the scheduler enforces it, so the connection's watchdog fires
         # just before the scheduler gives up (see db.TargetDB.connection)
         async with db.connection(budget) as conn:
-            return await collect(conn, t, settings)
+            return await collector.collect(conn)
 
     job = Job(
         (t.name, name),

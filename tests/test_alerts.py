@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from exporter import rulegen
-from exporter.collectors import DB_COLLECTORS
 from exporter.metrics import load_all_specs
+from exporter.sources import collector_names
 from tests.helpers import Scrape, tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,7 +313,7 @@ def incident_scrape(fresh_db: str, run_exporter: Any, tmp_path: Path) -> Iterato
             # every collector succeeded, every endpoint was probed, the sessions are seen
             runs = s.labelsets("runbook_collector_success")
             return (
-                {ls["collector"] for ls in runs} >= set(DB_COLLECTORS)
+                {ls["collector"] for ls in runs} >= set(collector_names())
                 and all(s.value("runbook_collector_success", **ls) == 1 for ls in runs)
                 and len(s.values("runbook_probe_requests_total")) == len(endpoints)
                 and s.values("runbook_probe_tls_cert_expiry_timestamp_seconds")

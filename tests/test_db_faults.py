@@ -27,9 +27,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from exporter.collectors import DB_COLLECTORS
 from exporter.db import APPLICATION_NAME
 from exporter.pgserver import LocalPostgres
+from exporter.sources import collector_names
 from tests.helpers import Scrape
 from tests.test_least_privilege import ROLE, apply_role_sql
 
@@ -142,7 +142,7 @@ def last_success(s: Scrape, collector: str) -> float:
 def all_fresh(since: float = 0.0):
     def check(s: Scrape) -> bool:
         return s.value("runbook_target_up", target=T) == 1 and all(
-            success(s, c) == 1 and last_success(s, c) > since for c in DB_COLLECTORS
+            success(s, c) == 1 and last_success(s, c) > since for c in collector_names()
         )
 
     return check
@@ -208,7 +208,7 @@ def test_stop_and_start(faulty: Faulty, run_exporter, caplog):
         )
         report("stop -> runbook_target_up 0", down)
         s = ex.wait_for(
-            lambda s: all(success(s, c) == 0 for c in DB_COLLECTORS), timeout=5, what="failing"
+            lambda s: all(success(s, c) == 0 for c in collector_names()), timeout=5, what="failing"
         )
         assert s.values("runbook_pg_connections", target=T) == []  # dropped, not stale
         assert s.value("runbook_exporter_build_info") == 1

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter.collectors import DB_COLLECTORS
+from exporter.sources import collector_names
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE_SQL = ROOT / "deploy" / "sql" / "monitoring-role.sql"
@@ -254,7 +254,7 @@ def test_every_collector_succeeds_as_the_monitoring_role(
     def all_succeeded(s) -> bool:
         return all(
             s.value("runbook_collector_success", target="app", collector=n) == 1
-            for n in DB_COLLECTORS
+            for n in collector_names()
         )
 
     try:
@@ -263,12 +263,12 @@ def test_every_collector_succeeds_as_the_monitoring_role(
         snap = ex.exporter.store.snapshot()
         failing = {
             n: (snap[("app", n)].last.error if ("app", n) in snap else "never ran")
-            for n in DB_COLLECTORS
+            for n in collector_names()
             if ("app", n) not in snap or not snap[("app", n)].last.success
         }
         pytest.fail(f"collectors failing as {ROLE}: {failing}")
 
-    assert set(DB_COLLECTORS) == {"connections", "database", "queues", "tables", "statements"}
+    assert set(collector_names()) == {"connections", "database", "queues", "tables", "statements"}
     assert s.value("runbook_target_up", target="app") == 1
     # the collectors' own series are there, read with the role's privileges
     assert s.values("runbook_queue_jobs", target="app", queue="processing_jobs")

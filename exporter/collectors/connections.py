@@ -17,12 +17,13 @@ from __future__ import annotations
 import re
 
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from exporter.db import APPLICATION_NAME
 from exporter.metrics import spec
 from exporter.scheduler import PartialFailure
+from exporter.sources import Collector, CollectorSettings
 
-NAME = "connections"
 SRC = "collectors/connections.py"
 T = ("target",)
 
@@ -204,68 +205,80 @@ def hidden_message(hidden: int, role: str) -> str:
     )
 
 
-async def collect(conn, target, settings) -> list[Metric]:
-    th = target.thresholds
-    cur = await conn.execute(
-        SQL_14 if conn.info.server_version >= 140000 else SQL_OLD,
-        {
-            "self": APPLICATION_NAME,
-            "warn": th.long_query_warning,
-            "crit": th.long_query_critical,
-        },
-    )
-    (
-        by_state,
-        by_app,
-        by_user,
-        max_conn,
-        reserved,
-        lock_waiting,
-        lock_wait_oldest,
-        oldest_query,
-        oldest_xact,
-        oldest_idle_xact,
-        long_warning,
-        long_critical,
-        hidden,
-        role,
-    ) = await cur.fetchone()
-    t = target.name
+class ConnectionsSettings(CollectorSettings):
+    # sessions are also broken down by application and user; past this many distinct values
+    # the rest are summed under "other" so cardinality stays bounded
+    max_applications: int = Field(20, ge=0, le=1000)
+    max_users: int = Field(20, ge=0, le=1000)
 
-    states = CONNECTIONS.family()
-    counts = dict.fromkeys(STATES, 0)
-    for state, n in by_state.items():
-        label = state_label(state)
-        counts[label] = counts.get(label, 0) + int(n)
-    for label, n in counts.items():
-        states.add_metric([t, label], n)
 
-    apps = BY_APPLICATION.family()
-    for label, n in top_n(by_app, settings.max_applications, UNSET).items():
-        apps.add_metric([t, label], n)
-    users = BY_USER.family()
-    for label, n in top_n(by_user, settings.max_users, UNSET).items():
-        users.add_metric([t, label], n)
+class Connections(Collector):
+    name = "connections"
+    Settings = ConnectionsSettings
+    first_run = 10
 
-    long_queries = LONG_QUERIES.family()
-    long_queries.add_metric([t, "warning"], long_warning)
-    long_queries.add_metric([t, "critical"], long_critical)
+    async def collect(self, conn) -> list[Metric]:
+        th = self.target.thresholds
+        cur = await conn.execute(
+            SQL_14 if conn.info.server_version >= 140000 else SQL_OLD,
+            {
+                "self": APPLICATION_NAME,
+                "warn": th.long_query_warning,
+                "crit": th.long_query_critical,
+            },
+        )
+        (
+            by_state,
+            by_app,
+            by_user,
+            max_conn,
+            reserved,
+            lock_waiting,
+            lock_wait_oldest,
+            oldest_query,
+            oldest_xact,
+            oldest_idle_xact,
+            long_warning,
+            long_critical,
+            hidden,
+            role,
+        ) = await cur.fetchone()
+        t = self.target.name
 
-    limits = [MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
-    if hidden:
-        # counts without the hidden sessions would read as an idle server: fail loudly
-        raise PartialFailure(hidden_message(hidden, role), limits)
-    out = [
-        states,
-        apps,
-        users,
-        *limits,
-        LOCK_WAITING.one(lock_waiting, t),
-        OLDEST_QUERY.one(float(oldest_query or 0), t),
-        OLDEST_XACT.one(float(oldest_xact or 0), t),
-        OLDEST_IDLE_XACT.one(float(oldest_idle_xact or 0), t),
-        long_queries,
-    ]
-    if lock_wait_oldest is not None:
-        out.append(LOCK_WAIT_OLDEST.one(float(lock_wait_oldest), t))
-    return out
+        states = CONNECTIONS.family()
+        counts = dict.fromkeys(STATES, 0)
+        for state, n in by_state.items():
+            label = state_label(state)
+            counts[label] = counts.get(label, 0) + int(n)
+        for label, n in counts.items():
+            states.add_metric([t, label], n)
+
+        apps = BY_APPLICATION.family()
+        for label, n in top_n(by_app, self.settings.max_applications, UNSET).items():
+            apps.add_metric([t, label], n)
+        users = BY_USER.family()
+        for label, n in top_n(by_user, self.settings.max_users, UNSET).items():
+            users.add_metric([t, label], n)
+
+        long_queries = LONG_QUERIES.family()
+        long_queries.add_metric([t, "warning"], long_warning)
+        long_queries.add_metric([t, "critical"], long_critical)
+
+        limits = [MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
+        if hidden:
+            # counts without the hidden sessions would read as an idle server: fail loudly
+            raise PartialFailure(hidden_message(hidden, role), limits)
+        out = [
+            states,
+            apps,
+            users,
+            *limits,
+            LOCK_WAITING.one(lock_waiting, t),
+            OLDEST_QUERY.one(float(oldest_query or 0), t),
+            OLDEST_XACT.one(float(oldest_xact or 0), t),
+            OLDEST_IDLE_XACT.one(float(oldest_idle_xact or 0), t),
+            long_queries,
+        ]
+        if lock_wait_oldest is not None:
+            out.append(LOCK_WAIT_OLDEST.one(float(lock_wait_oldest), t))
+        return out

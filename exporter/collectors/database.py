@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client.core import Metric
 
 from exporter.metrics import spec
+from exporter.sources import Collector
 
-NAME = "database"
 SRC = "collectors/database.py"
 
 SQL = """
@@ -53,14 +53,18 @@ SIZE = spec(
 )
 
 
-async def collect(conn, target, settings) -> list[Metric]:
-    cur = await conn.execute(SQL)
-    commit, rollback, deadlocks, conflicts, size = await cur.fetchone()
-    t = target.name
-    return [
-        COMMITS.one(commit, t),
-        ROLLBACKS.one(rollback, t),
-        DEADLOCKS.one(deadlocks, t),
-        CONFLICTS.one(conflicts, t),
-        SIZE.one(size, t),
-    ]
+class Database(Collector):
+    name = "database"
+    first_run = 20
+
+    async def collect(self, conn) -> list[Metric]:
+        cur = await conn.execute(SQL)
+        commit, rollback, deadlocks, conflicts, size = await cur.fetchone()
+        t = self.target.name
+        return [
+            COMMITS.one(commit, t),
+            ROLLBACKS.one(rollback, t),
+            DEADLOCKS.one(deadlocks, t),
+            CONFLICTS.one(conflicts, t),
+            SIZE.one(size, t),
+        ]

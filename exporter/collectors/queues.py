@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from prometheus_client.core import Metric
 from psycopg import sql
 
-from exporter.config import Queue, Target
 from exporter.metrics import spec
 from exporter.scheduler import PartialFailure
+from exporter.sources import Collector
 
-NAME = "queues"
+if TYPE_CHECKING:
+    from exporter.config import Queue, Target
+    from exporter.doctor import Report
+
 SRC = "collectors/queues.py"
 TQ = ("target", "queue")
 
@@ -401,9 +404,6 @@ async def estimate_rows(conn: psycopg.AsyncConnection, query: Query) -> float:
 # --- the collector ----------------------------------------------------------------------
 
 
-# queues whose catalog check passed on a connection; a new connection checks again
-_checked: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-
 _SCHEMA_ERRORS = (
     psycopg.errors.UndefinedTable,
     psycopg.errors.UndefinedColumn,
@@ -468,43 +468,62 @@ _QUEUE_ERRORS = (
 )
 
 
-async def collect_checked(conn: psycopg.AsyncConnection, target: Target, q: Queue) -> list[Metric]:
-    """One queue, checked in the catalog first when this connection has not checked it yet."""
-    checked = _checked.setdefault(conn, set())
-    if q.label not in checked:
-        _, found = await check_queue(conn, target, q)
-        if found:
-            raise QueueConfigError("; ".join(found))
-        checked.add(q.label)
-    try:
-        return await collect_queue(conn, target, q)
-    except _SCHEMA_ERRORS as e:
-        # the table changed since the check (dropped, renamed, grant revoked): check again so
-        # the error names the config path rather than the SQL
-        checked.discard(q.label)
-        _, found = await check_queue(conn, target, q)
-        if found:
-            raise QueueConfigError("; ".join(found)) from None
-        raise QueueConfigError(f"{queue_path(target, q)}: {e}") from e
+class Queues(Collector):
+    name = "queues"
+    first_run = 30
 
+    def __init__(self, target: Target, settings) -> None:
+        super().__init__(target, settings)
+        # queues whose catalog check passed on a connection; a new connection checks again
+        self._checked: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
-async def collect(conn: psycopg.AsyncConnection, target: Target, settings) -> list[Metric]:
-    out: list[Metric] = []
-    up = QUEUE_UP.family()
-    problems: list[str] = []
-    for q in target.queues:
+    async def collect_checked(self, conn: psycopg.AsyncConnection, q: Queue) -> list[Metric]:
+        """One queue, checked in the catalog first when this connection has not checked it
+        yet."""
+        target = self.target
+        checked = self._checked.setdefault(conn, set())
+        if q.label not in checked:
+            _, found = await check_queue(conn, target, q)
+            if found:
+                raise QueueConfigError("; ".join(found))
+            checked.add(q.label)
         try:
-            out.extend(await collect_checked(conn, target, q))
-            up.add_metric([target.name, q.label], 1)
-        except QueueConfigError as e:
-            problems.append(str(e))
-            up.add_metric([target.name, q.label], 0)
-        except _QUEUE_ERRORS as e:
-            if conn.broken or conn.closed:
-                raise
-            problems.append(f"{queue_path(target, q)}: {type(e).__name__}: {e}".strip())
-            up.add_metric([target.name, q.label], 0)
-    out.append(up)
-    if problems:
-        raise PartialFailure("; ".join(problems), out)
-    return out
+            return await collect_queue(conn, target, q)
+        except _SCHEMA_ERRORS as e:
+            # the table changed since the check (dropped, renamed, grant revoked): check again
+            # so the error names the config path rather than the SQL
+            checked.discard(q.label)
+            _, found = await check_queue(conn, target, q)
+            if found:
+                raise QueueConfigError("; ".join(found)) from None
+            raise QueueConfigError(f"{queue_path(target, q)}: {e}") from e
+
+    async def collect(self, conn: psycopg.AsyncConnection) -> list[Metric]:
+        target = self.target
+        out: list[Metric] = []
+        up = QUEUE_UP.family()
+        problems: list[str] = []
+        for q in target.queues:
+            try:
+                out.extend(await self.collect_checked(conn, q))
+                up.add_metric([target.name, q.label], 1)
+            except QueueConfigError as e:
+                problems.append(str(e))
+                up.add_metric([target.name, q.label], 0)
+            except _QUEUE_ERRORS as e:
+                if conn.broken or conn.closed:
+                    raise
+                problems.append(f"{queue_path(target, q)}: {type(e).__name__}: {e}".strip())
+                up.add_metric([target.name, q.label], 0)
+        out.append(up)
+        if problems:
+            raise PartialFailure("; ".join(problems), out)
+        return out
+
+    async def doctor(self, conn: psycopg.AsyncConnection, report: Report) -> None:
+        """Every queue's table, columns and indexes (also when the collector is disabled)."""
+        from exporter import doctor  # the index advice is the doctor's own output
+
+        for q in self.target.queues:
+            print(f"  queue {q.label} ({q.table}) [{queue_path(self.target, q)}]")
+            await doctor.check_queue(conn, self.target, q, report)

@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import psycopg
 from prometheus_client.core import Metric
 from psycopg import sql
+from pydantic import Field
 
+from exporter.configtypes import Duration
 from exporter.db import SQL_MARKER
 from exporter.metrics import spec
+from exporter.sources import Collector, CollectorSettings
+
+if TYPE_CHECKING:
+    from exporter.doctor import Report
 from exporter.scheduler import PartialFailure
 from exporter.secrets import redact
 
-NAME = "statements"
 SRC = "collectors/statements.py"
 T = ("target",)
 TQ = ("target", "queryid")
@@ -37,9 +43,6 @@ HOW_TO_ENABLE = (
 )
 
 log = logging.getLogger("exporter.collectors.statements")
-# target name -> why pg_stat_statements was unavailable, so the reason is logged once and
-# again only when it changes or after it was available in between
-_unavailable: dict[str, str] = {}
 
 # Where the extension lives in this database (it need not be on the search_path), whether its
 # view has the PostgreSQL 13+ column names (pg_stat_statements 1.8+), and its version (for the
@@ -262,63 +265,117 @@ def query_label(text: str, length: int) -> str:
     return redact(normalise(text))[:length].rstrip()
 
 
-def _unavailable_now(target: str, reason: str) -> list[Metric]:
-    if _unavailable.get(target) != reason:
-        _unavailable[target] = reason
-        log.warning(
-            "pg_stat_statements is not available; statement metrics are off",
-            extra={"target": target, "reason": reason, "hint": HOW_TO_ENABLE},
+class StatementsSettings(CollectorSettings):
+    top_n: int = Field(20, ge=0, le=1000)
+    query_text_length: int = Field(120, ge=0, le=1000)
+    interval: Duration | None = 60.0
+
+
+class Statements(Collector):
+    name = "statements"
+    Settings = StatementsSettings
+    first_run = 50
+
+    def __init__(self, target, settings) -> None:
+        super().__init__(target, settings)
+        # why pg_stat_statements was unavailable, so the reason is logged once and again only
+        # when it changes or after it was available in between
+        self._unavailable: str | None = None
+
+    def _unavailable_now(self, reason: str) -> list[Metric]:
+        target = self.target.name
+        if self._unavailable != reason:
+            self._unavailable = reason
+            log.warning(
+                "pg_stat_statements is not available; statement metrics are off",
+                extra={"target": target, "reason": reason, "hint": HOW_TO_ENABLE},
+            )
+        return [AVAILABLE.one(0, target)]
+
+    async def doctor(self, conn, report: Report) -> None:
+        """Is pg_stat_statements installed, loaded and readable? A finding when the collector
+        is enabled, a note when not."""
+        report_missing = report.finding if self.settings.enabled else report.note
+        # where the collector finds it: the extension's schema need not be on the search_path
+        cur = await conn.execute(FIND_SQL, prepare=False)
+        row = await cur.fetchone()
+        if row is None:
+            report_missing(
+                "pg_stat_statements is not installed in this database (slow-statement metrics "
+                "need it; it must also be in shared_preload_libraries)",
+                fix="CREATE EXTENSION pg_stat_statements;",
+            )
+            return
+        schema, _, version = row
+        try:
+            await conn.execute(
+                sql.SQL("SELECT 1 FROM {}.pg_stat_statements LIMIT 1").format(
+                    sql.Identifier(schema)
+                ),
+                prepare=False,
+            )
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            report_missing(
+                "pg_stat_statements is installed but not loaded",
+                fix="ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';"
+                "  -- append to any existing value, then restart PostgreSQL",
+            )
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            report_missing(
+                "the role cannot read pg_stat_statements", fix="GRANT pg_monitor TO ...;"
+            )
+            return
+        report.ok(f"pg_stat_statements {version} is installed and loaded")
+
+    async def collect(self, conn) -> list[Metric]:
+        t = self.target.name
+        cur = await conn.execute(FIND_SQL)
+        found = await cur.fetchone()
+        if found is None:
+            return self._unavailable_now("the extension is not created in the target database")
+        schema, new_columns, _ = found
+        query = sql.SQL(STATS_SQL).format(
+            schema=sql.Identifier(schema),
+            total=sql.Identifier("total_exec_time" if new_columns else "total_time"),
         )
-    return [AVAILABLE.one(0, target)]
+        try:
+            cur = await conn.execute(
+                query,
+                {
+                    "own": f"%{SQL_MARKER}",
+                    "slow_ms": self.target.thresholds.slow_statement_mean * 1000.0,
+                    "top_n": self.settings.top_n,
+                },
+            )
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            # "pg_stat_statements must be loaded via shared_preload_libraries"
+            return self._unavailable_now("the library is not in shared_preload_libraries")
+        slow, top, hidden, role = await cur.fetchone()
+        if self._unavailable is not None:
+            self._unavailable = None
+            log.info("pg_stat_statements is available", extra={"target": t})
 
-
-async def collect(conn, target, settings) -> list[Metric]:
-    t = target.name
-    cur = await conn.execute(FIND_SQL)
-    found = await cur.fetchone()
-    if found is None:
-        return _unavailable_now(t, "the extension is not created in the target database")
-    schema, new_columns, _ = found
-    query = sql.SQL(STATS_SQL).format(
-        schema=sql.Identifier(schema),
-        total=sql.Identifier("total_exec_time" if new_columns else "total_time"),
-    )
-    try:
-        cur = await conn.execute(
-            query,
-            {
-                "own": f"%{SQL_MARKER}",
-                "slow_ms": target.thresholds.slow_statement_mean * 1000.0,
-                "top_n": settings.top_n,
-            },
-        )
-    except psycopg.errors.ObjectNotInPrerequisiteState:
-        # "pg_stat_statements must be loaded via shared_preload_libraries"
-        return _unavailable_now(t, "the library is not in shared_preload_libraries")
-    slow, top, hidden, role = await cur.fetchone()
-    if _unavailable.pop(t, None) is not None:
-        log.info("pg_stat_statements is available", extra={"target": t})
-
-    calls_f, seconds_f, mean_f, info_f = CALLS.family(), SECONDS.family(), MEAN.family(), None
-    if settings.query_text_length > 0:
-        info_f = INFO.family()
-    for queryid, calls, total_ms, text in top:
-        labels = [t, queryid]
-        calls_f.add_metric(labels, calls)
-        seconds_f.add_metric(labels, total_ms / 1000.0)
-        mean_f.add_metric(labels, total_ms / calls / 1000.0 if calls else 0.0)
+        calls_f, seconds_f, mean_f, info_f = CALLS.family(), SECONDS.family(), MEAN.family(), None
+        if self.settings.query_text_length > 0:
+            info_f = INFO.family()
+        for queryid, calls, total_ms, text in top:
+            labels = [t, queryid]
+            calls_f.add_metric(labels, calls)
+            seconds_f.add_metric(labels, total_ms / 1000.0)
+            mean_f.add_metric(labels, total_ms / calls / 1000.0 if calls else 0.0)
+            if info_f is not None:
+                info_f.add_metric([*labels, query_label(text, self.settings.query_text_length)], 1)
+        out = [AVAILABLE.one(1, t), calls_f, seconds_f, mean_f]
         if info_f is not None:
-            info_f.add_metric([*labels, query_label(text, settings.query_text_length)], 1)
-    out = [AVAILABLE.one(1, t), calls_f, seconds_f, mean_f]
-    if info_f is not None:
-        out.append(info_f)
-    if hidden:
-        # the slow count and the ranking would silently leave these statements out: the
-        # visible statements' own series are served, the run fails and says why
-        raise PartialFailure(
-            f"cannot see {hidden} statements of other roles in pg_stat_statements: grant "
-            f"pg_read_all_stats (or pg_monitor) to {role}; the slow-statement count is not "
-            "served until then",
-            out,
-        )
-    return [*out, SLOW.one(slow, t)]
+            out.append(info_f)
+        if hidden:
+            # the slow count and the ranking would silently leave these statements out: the
+            # visible statements' own series are served, the run fails and says why
+            raise PartialFailure(
+                f"cannot see {hidden} statements of other roles in pg_stat_statements: grant "
+                f"pg_read_all_stats (or pg_monitor) to {role}; the slow-statement count is not "
+                "served until then",
+                out,
+            )
+        return [*out, SLOW.one(slow, t)]

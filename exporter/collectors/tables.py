@@ -13,17 +13,17 @@ import logging
 
 import psycopg
 from prometheus_client.core import Metric
+from pydantic import Field
 
+from exporter.configtypes import Duration
 from exporter.metrics import spec
+from exporter.sources import Collector, CollectorSettings
 
-NAME = "tables"
 SRC = "collectors/tables.py"
 TT = ("target", "schema", "table")
 T = ("target",)
 
 log = logging.getLogger("exporter.collectors.tables")
-# target -> the tables skipped in its last run, to log a change once
-_skipped: dict[str, list[str]] = {}
 
 # Ranking is lock-free and O(tables) over the catalog only: pg_class.relpages of the heap, its
 # TOAST table and its indexes (kept by VACUUM, ANALYZE and CREATE INDEX; a table none of them
@@ -199,47 +199,62 @@ async def _rows(conn, top_n: int) -> list[tuple]:
     raise AssertionError("unreachable")
 
 
-def _report_skipped(target: str, skipped: list[str]) -> None:
-    """Log the locked tables when the set changes, not on every run."""
-    if _skipped.get(target, []) == skipped:
-        return
-    _skipped[target] = skipped
-    if skipped:
-        log.warning(
-            "tables not sized: held or awaited in ACCESS EXCLUSIVE mode by another session",
-            extra={"target": target, "tables": ", ".join(skipped)},
-        )
-    else:
-        log.info("every top-N table sized again", extra={"target": target})
+class TablesSettings(CollectorSettings):
+    top_n: int = Field(50, ge=1, le=10000)
+    interval: Duration | None = 60.0  # table stats move slowly; pg_class scans are not free
 
 
-async def collect(conn, target, settings) -> list[Metric]:
-    t = target.name
-    rows = await _rows(conn, settings.top_n)
-    fams = {s: s.family() for s in (LIVE, DEAD, DEAD_RATIO, SIZE, VACUUM_AGE, ANALYZE_AGE)}
-    skipped: list[str] = []
-    for schema, table, live, dead, size, vacuum_age, analyze_age in rows:
-        labels = [t, schema, table]
-        live, dead = int(live or 0), int(dead or 0)
-        fams[LIVE].add_metric(labels, live)
-        fams[DEAD].add_metric(labels, dead)
-        fams[DEAD_RATIO].add_metric(labels, dead_ratio(live, dead))
-        if size is not None:
-            fams[SIZE].add_metric(labels, size)
-        else:  # locked (or dropped while we looked)
-            skipped.append(f"{schema}.{table}")
-        if vacuum_age is not None:
-            fams[VACUUM_AGE].add_metric(labels, max(float(vacuum_age), 0.0))
-        if analyze_age is not None:
-            fams[ANALYZE_AGE].add_metric(labels, max(float(analyze_age), 0.0))
-    _report_skipped(t, skipped)
+class Tables(Collector):
+    name = "tables"
+    Settings = TablesSettings
+    first_run = 40
 
-    cur = await conn.execute(INDEXES_SQL)
-    unused, unused_bytes, invalid = await cur.fetchone()
-    return [
-        *fams.values(),
-        SIZE_SKIPPED.one(len(skipped), t),
-        UNUSED.one(unused, t),
-        UNUSED_BYTES.one(unused_bytes, t),
-        INVALID.one(invalid, t),
-    ]
+    def __init__(self, target, settings) -> None:
+        super().__init__(target, settings)
+        # the tables skipped in the last run, to log a change once
+        self._skipped: list[str] = []
+
+    def _report_skipped(self, skipped: list[str]) -> None:
+        """Log the locked tables when the set changes, not on every run."""
+        if self._skipped == skipped:
+            return
+        self._skipped = skipped
+        target = self.target.name
+        if skipped:
+            log.warning(
+                "tables not sized: held or awaited in ACCESS EXCLUSIVE mode by another session",
+                extra={"target": target, "tables": ", ".join(skipped)},
+            )
+        else:
+            log.info("every top-N table sized again", extra={"target": target})
+
+    async def collect(self, conn) -> list[Metric]:
+        t = self.target.name
+        rows = await _rows(conn, self.settings.top_n)
+        fams = {s: s.family() for s in (LIVE, DEAD, DEAD_RATIO, SIZE, VACUUM_AGE, ANALYZE_AGE)}
+        skipped: list[str] = []
+        for schema, table, live, dead, size, vacuum_age, analyze_age in rows:
+            labels = [t, schema, table]
+            live, dead = int(live or 0), int(dead or 0)
+            fams[LIVE].add_metric(labels, live)
+            fams[DEAD].add_metric(labels, dead)
+            fams[DEAD_RATIO].add_metric(labels, dead_ratio(live, dead))
+            if size is not None:
+                fams[SIZE].add_metric(labels, size)
+            else:  # locked (or dropped while we looked)
+                skipped.append(f"{schema}.{table}")
+            if vacuum_age is not None:
+                fams[VACUUM_AGE].add_metric(labels, max(float(vacuum_age), 0.0))
+            if analyze_age is not None:
+                fams[ANALYZE_AGE].add_metric(labels, max(float(analyze_age), 0.0))
+        self._report_skipped(skipped)
+
+        cur = await conn.execute(INDEXES_SQL)
+        unused, unused_bytes, invalid = await cur.fetchone()
+        return [
+            *fams.values(),
+            SIZE_SKIPPED.one(len(skipped), t),
+            UNUSED.one(unused, t),
+            UNUSED_BYTES.one(unused_bytes, t),
+            INVALID.one(invalid, t),
+        ]

@@ -7,10 +7,14 @@ These families come from the configuration alone; they are built once and served
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client.core import Metric
 
-from exporter.config import Config
-from exporter.metrics import spec
+from exporter.metrics import Fields, ThresholdSeries, spec
+
+if TYPE_CHECKING:  # this module is imported while the config's models are built
+    from exporter.config import Config
 
 SRC = "collectors/thresholds.py"
 Q = ("target", "queue", "severity")
@@ -129,50 +133,43 @@ PG_ROLLBACK = spec(
 )
 
 
+QUEUE_THRESHOLDS: Fields = {  # of a queue's `thresholds`
+    "depth_warning": (QUEUE_DEPTH, "warning"),
+    "depth_critical": (QUEUE_DEPTH, "critical"),
+    "stuck_warning": (QUEUE_STUCK, "warning"),
+    "retries_exhausted_warning": (QUEUE_EXHAUSTED, "warning"),
+    "dead_letter_warning": (QUEUE_DLQ, "warning"),
+    "oldest_pending_warning": (QUEUE_OLDEST, "warning"),
+    "oldest_pending_critical": (QUEUE_OLDEST, "critical"),
+    "failure_ratio_warning": (QUEUE_FAILURE, "warning"),
+    "failure_ratio_critical": (QUEUE_FAILURE, "critical"),
+}
+QUEUE_SETTINGS: Fields = {  # of the queue itself
+    "stuck_after": (QUEUE_STUCK_AFTER, None),
+    "max_retries": (QUEUE_MAX_RETRIES, None),
+    "recent_window": (QUEUE_WINDOW, None),
+}
+PG_THRESHOLDS: Fields = {  # of a target's `thresholds`
+    "connections_warning_ratio": (PG_CONNECTIONS, "warning"),
+    "connections_critical_ratio": (PG_CONNECTIONS, "critical"),
+    "long_query_warning": (PG_LONG_QUERY, "warning"),
+    "long_query_critical": (PG_LONG_QUERY, "critical"),
+    "idle_in_transaction_warning": (PG_IDLE_TX, "warning"),
+    "idle_in_transaction_critical": (PG_IDLE_TX, "critical"),
+    "lock_wait_warning": (PG_LOCK_WAIT, "warning"),
+    "dead_tuple_ratio_warning": (PG_DEAD_TUPLES, "warning"),
+    "dead_tuple_min_rows": (PG_DEAD_MIN_ROWS, None),
+    "slow_statement_mean": (PG_SLOW_STATEMENT, None),
+    "rollback_ratio_warning": (PG_ROLLBACK, "warning"),
+    "rollback_ratio_critical": (PG_ROLLBACK, "critical"),
+}
+
+
 def families(config: Config) -> list[Metric]:
-    fams = {
-        s: s.family()
-        for s in (
-            QUEUE_DEPTH,
-            QUEUE_STUCK,
-            QUEUE_EXHAUSTED,
-            QUEUE_DLQ,
-            QUEUE_OLDEST,
-            QUEUE_FAILURE,
-            QUEUE_STUCK_AFTER,
-            QUEUE_MAX_RETRIES,
-            QUEUE_WINDOW,
-            PG_CONNECTIONS,
-            PG_LONG_QUERY,
-            PG_IDLE_TX,
-            PG_LOCK_WAIT,
-            PG_DEAD_TUPLES,
-            PG_DEAD_MIN_ROWS,
-            PG_SLOW_STATEMENT,
-            PG_ROLLBACK,
-        )
-    }
+    series = ThresholdSeries(QUEUE_THRESHOLDS, QUEUE_SETTINGS, PG_THRESHOLDS)
     for t in config.targets:
-        th = t.thresholds
-        for sev in ("warning", "critical"):
-            fams[PG_CONNECTIONS].add_metric([t.name, sev], getattr(th, f"connections_{sev}_ratio"))
-            fams[PG_LONG_QUERY].add_metric([t.name, sev], getattr(th, f"long_query_{sev}"))
-            fams[PG_IDLE_TX].add_metric([t.name, sev], getattr(th, f"idle_in_transaction_{sev}"))
-            fams[PG_ROLLBACK].add_metric([t.name, sev], getattr(th, f"rollback_ratio_{sev}"))
-        fams[PG_LOCK_WAIT].add_metric([t.name, "warning"], th.lock_wait_warning)
-        fams[PG_DEAD_TUPLES].add_metric([t.name, "warning"], th.dead_tuple_ratio_warning)
-        fams[PG_DEAD_MIN_ROWS].add_metric([t.name], th.dead_tuple_min_rows)
-        fams[PG_SLOW_STATEMENT].add_metric([t.name], th.slow_statement_mean)
+        series.add(t.thresholds, PG_THRESHOLDS, t.name)
         for q in t.queues:
-            qt, labels = q.thresholds, [t.name, q.label]
-            for sev in ("warning", "critical"):
-                fams[QUEUE_DEPTH].add_metric([*labels, sev], getattr(qt, f"depth_{sev}"))
-                fams[QUEUE_OLDEST].add_metric([*labels, sev], getattr(qt, f"oldest_pending_{sev}"))
-                fams[QUEUE_FAILURE].add_metric([*labels, sev], getattr(qt, f"failure_ratio_{sev}"))
-            fams[QUEUE_STUCK].add_metric([*labels, "warning"], qt.stuck_warning)
-            fams[QUEUE_EXHAUSTED].add_metric([*labels, "warning"], qt.retries_exhausted_warning)
-            fams[QUEUE_DLQ].add_metric([*labels, "warning"], qt.dead_letter_warning)
-            fams[QUEUE_STUCK_AFTER].add_metric(labels, q.stuck_after)
-            fams[QUEUE_MAX_RETRIES].add_metric(labels, q.max_retries)
-            fams[QUEUE_WINDOW].add_metric(labels, q.recent_window)
-    return [f for f in fams.values() if f.samples]
+            series.add(q.thresholds, QUEUE_THRESHOLDS, t.name, q.label)
+            series.add(q, QUEUE_SETTINGS, t.name, q.label)
+    return series.families()

@@ -26,6 +26,7 @@ from exporter.probes.http import PHASES, REASONS, Clients, HTTPResult, ProbeFail
 from exporter.probes.pool import PoolReader
 from exporter.scheduler import Job
 from exporter.secrets import redact
+from exporter.sources import ProbeKind
 
 log = logging.getLogger("exporter.probes")
 SRC = "probes/runner.py"
@@ -267,3 +268,11 @@ def probe_jobs(apps: list[App], clients: Clients) -> list[Job]:
                 )
             )
     return jobs
+
+
+class HTTPProbe(ProbeKind):
+    """Probes of the apps' HTTP endpoints (apps[].endpoints): the only probe kind so far.
+    Its jobs come from `probe_jobs`; the registry knows it for its metrics and their docs."""
+
+    name = "http"
+    spec_sources = (SRC, "probes/healthjson.py", "probes/pool.py")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client.core import Metric
 
-from exporter.metrics import spec
+from exporter.metrics import Fields, ThresholdSeries, spec
 from exporter.probes.config import App
 
 SRC = "probes/thresholds.py"
@@ -72,19 +72,29 @@ INTERVAL = spec(
 )
 
 
+ENDPOINT_THRESHOLDS: Fields = {  # of an endpoint's `thresholds`
+    "latency_warning": (LATENCY, "warning"),
+    "latency_critical": (LATENCY, "critical"),
+    "latency_p95_warning": (LATENCY_P95, "warning"),
+    "latency_p95_critical": (LATENCY_P95, "critical"),
+    "error_ratio_warning": (ERROR_RATIO, "warning"),
+    "error_ratio_critical": (ERROR_RATIO, "critical"),
+    "consecutive_failures": (CONSECUTIVE, None),
+    "downtime_warning": (DOWNTIME, "warning"),
+    "downtime_critical": (DOWNTIME, "critical"),
+    "tls_expiry_warning": (TLS_EXPIRY, "warning"),
+    "tls_expiry_critical": (TLS_EXPIRY, "critical"),
+}
+ENDPOINT_SETTINGS: Fields = {  # of the endpoint itself
+    "slo_objective": (SLO, None),
+    "interval": (INTERVAL, None),
+}
+
+
 def families(apps: list[App]) -> list[Metric]:
-    specs = (LATENCY, LATENCY_P95, ERROR_RATIO, CONSECUTIVE, DOWNTIME, TLS_EXPIRY, SLO, INTERVAL)
-    fams = {s: s.family() for s in specs}
+    series = ThresholdSeries(ENDPOINT_THRESHOLDS, ENDPOINT_SETTINGS)
     for app in apps:
         for ep in app.endpoints:
-            th, labels = ep.thresholds, [app.name, ep.name]
-            for sev in ("warning", "critical"):
-                fams[LATENCY].add_metric([*labels, sev], getattr(th, f"latency_{sev}"))
-                fams[LATENCY_P95].add_metric([*labels, sev], getattr(th, f"latency_p95_{sev}"))
-                fams[ERROR_RATIO].add_metric([*labels, sev], getattr(th, f"error_ratio_{sev}"))
-                fams[DOWNTIME].add_metric([*labels, sev], getattr(th, f"downtime_{sev}"))
-                fams[TLS_EXPIRY].add_metric([*labels, sev], getattr(th, f"tls_expiry_{sev}"))
-            fams[CONSECUTIVE].add_metric(labels, th.consecutive_failures)
-            fams[SLO].add_metric(labels, ep.slo_objective)
-            fams[INTERVAL].add_metric(labels, ep.interval)
-    return [f for f in fams.values() if f.samples]
+            series.add(ep.thresholds, ENDPOINT_THRESHOLDS, app.name, ep.name)
+            series.add(ep, ENDPOINT_SETTINGS, app.name, ep.name)
+    return series.families()

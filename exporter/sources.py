@@ -116,10 +116,14 @@ class ProbeKind(Source):
 
 def _register(registry: dict, cls: type[Source]) -> None:
     have = registry.get(cls.name)
-    # a module imported twice (reload in a test) re-registers its own class
-    if have is not None and have.__qualname__ != cls.__qualname__:
-        raise ValueError(f"source {cls.name!r} is declared by {have} and {cls}")
+    # a module imported again (a test reloading it) declares the same class anew
+    if have is not None and _where(have) != _where(cls):
+        raise ValueError(f"source {cls.name!r} is declared by {_where(have)} and {_where(cls)}")
     registry[cls.name] = cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def unregister(name: str) -> None:

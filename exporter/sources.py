@@ -3,9 +3,10 @@
 A source is declared once, in its own module, as a subclass of `Collector` (a database
 collector, in exporter/collectors/) or `ProbeKind` (a kind of probe, in exporter/probes/):
 
-    class Queues(Collector):
-        name = "queues"              # the key under `collectors:` and the `collector` label
-        Settings = QueuesSettings    # its config section (pydantic, unknown keys refused)
+    class Tables(Collector):
+        name = "tables"              # the key under `collectors:` and the `collector` label
+        Settings = TablesSettings    # its config section (pydantic, unknown keys refused)
+        first_run = 40               # its place when a target's collectors first start
 
         async def collect(self, conn) -> list[Metric]: ...
 

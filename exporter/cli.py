@@ -35,8 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=f":{DEFAULT_PORT}",
-        help="address to serve /metrics on (default: %(default)s)",
+        action="append",
+        help=f"address to serve /metrics on, host:port or [v6]:port; repeatable "
+        f"(default: :{DEFAULT_PORT}, every interface, IPv4 and IPv6)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth settings in the Prometheus exporter-toolkit format "
+        "(docs/security.md); reread when it changes",
     )
     p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
@@ -112,26 +120,37 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
+def _load_web(path: str) -> None:
+    from exporter.webconfig import load_web_config
+
+    try:
+        load_web_config(path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def serve(
     config: Config,
-    listen: str,
+    listen: str | list[str],
     stop: threading.Event | None = None,
     announce: Callable[[int, str], None] | None = None,
+    web_config: str | None = None,
 ) -> int:
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
 
     exporter = Exporter(config)
     try:
-        server = HTTPServer(exporter, listen)
-    except (OSError, ValueError) as e:
+        server = HTTPServer(exporter, listen, web_config=web_config)
+    except (OSError, ValueError, ConfigError) as e:
         log.error("cannot listen", extra={"address": listen, "error": str(e)})
         return 1
     exporter.start()
     server.start()
     log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
     if announce:
-        announce(server.port, server.httpd.server_address[0])
+        announce(server.port, server.address[0])
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -152,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
     config = _load(args.config_file)
+    if getattr(args, "web_config_file", None):
+        _load_web(args.web_config_file)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 
@@ -159,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(summary(config, args.config_file))
         return 0
-    return serve(config, args.listen)
+    return serve(config, args.listen or [f":{DEFAULT_PORT}"], web_config=args.web_config_file)

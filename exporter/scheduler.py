@@ -65,9 +65,12 @@ class Store:
 
     states: dict[tuple[str, str], JobState] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # bumped by every put: the HTTP server re-renders /metrics only when it changed
+    version: int = 0
 
     def put(self, key: tuple[str, str], result: JobResult) -> None:
         with self.lock:
+            self.version += 1
             st = self.states.setdefault(key, JobState())
             st.last = result
             st.runs_total += 1

@@ -207,6 +207,7 @@ class _Connection(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body_bytes = 0
         self.web = WebConfig()
+        self.handshaking = False
 
     # --- transport events -------------------------------------------------------------
 
@@ -220,7 +221,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = time.monotonic() + srv.limits.read_timeout
         self.web = srv.web.current()
         if self.web.tls is not None:
-            self.phase = "reading"
+            self.phase, self.handshaking = "reading", True
             transport.pause_reading()  # no plaintext reaches us before the handshake
             srv.loop.create_task(self._start_tls(self.web.tls))
 
@@ -240,10 +241,18 @@ class _Connection(asyncio.Protocol):
             if tls is not None:
                 tls.abort()
             return
-        self.transport = tls
+        self.transport, self.handshaking = tls, False
         self.phase = "idle"
+        if self.h11.trailing_data[0]:  # decrypted before start_tls returned (see below)
+            self.phase = "reading"
+            self._advance()
 
     def data_received(self, data: bytes) -> None:
+        if self.handshaking:
+            # asyncio hands over the first decrypted bytes as the handshake completes, before
+            # start_tls returns the TLS transport: keep them until we can answer over it
+            self.h11.receive_data(data)
+            return
         if self.phase == "idle":
             self.phase = "reading"
             self.deadline = time.monotonic() + self.srv.limits.read_timeout

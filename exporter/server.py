@@ -566,6 +566,11 @@ class HTTPServer:
     def address(self) -> tuple[str, int]:
         return self.addresses[0]
 
+    def set_exporter(self, exporter: Exporter) -> None:
+        """Serve another exporter from now on (a reload that builds a new one)."""
+        self.cache = MetricsCache(exporter)
+        self.exporter = exporter
+
     # --- connection bookkeeping (loop thread only) ------------------------------------
 
     def admit(self, conn: _Connection) -> bool:

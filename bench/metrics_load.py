@@ -174,6 +174,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--interval", type=float, default=1.0, help="probe interval, seconds")
+    ap.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="directory holding the exporter package to run, e.g. an older release unpacked "
+        "with `git archive <rev> exporter | tar -x -C DIR` for a before/after comparison",
+    )
     args = ap.parse_args()
     need("wrk")
     need(BLACKBOX)
@@ -197,7 +204,7 @@ def main() -> int:
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--config.file", str(tmp / "config.yml"),
          "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"],
-        cwd=ROOT,
+        cwd=args.source,
     )  # fmt: skip
     blackbox = subprocess.Popen(
         [need(BLACKBOX), f"--config.file={BLACKBOX_CONFIG}",

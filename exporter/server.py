@@ -13,8 +13,10 @@ server is flooded (docs/benchmarks.md). What keeps it standing:
   clients can never lock Prometheus out; when every connection is mid-request, the newcomer
   is closed at once instead of queuing.
 - Deadlines: a request (headers and body), and a TLS handshake, must arrive within
-  `read_timeout`; a keep-alive connection is closed after `idle_timeout` without a request.
-  Headers are capped at `max_header_bytes`, bodies at `max_body_bytes`.
+  `read_timeout`, and an answer must be read by the client within `read_timeout` too; a
+  keep-alive connection is closed after `idle_timeout` without a request. Headers are capped
+  at `max_header_bytes`, bodies at `max_body_bytes`; a client that pipelines requests without
+  reading the answers is not read from until it does (asyncio's write flow control).
 - TLS and basic auth from `--web.config.file` (exporter/webconfig.py), reread on change;
   bcrypt runs on its own thread and verdicts are remembered.
 """
@@ -208,6 +210,8 @@ class _Connection(asyncio.Protocol):
         self.body_bytes = 0
         self.web = WebConfig()
         self.handshaking = False
+        self.write_paused = False  # the client is not reading what we wrote
+        self.write_deadline = 0.0
 
     # --- transport events -------------------------------------------------------------
 
@@ -269,6 +273,23 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
 
+    # Flow control: a client that pipelines requests without reading the answers would
+    # otherwise make us buffer one exposition per request. Past asyncio's high-water mark
+    # we stop reading and answering until its buffer drains (or the write deadline cuts it).
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.phase not in ("busy", "closed") and self.transport is not None:
+            self.transport.resume_reading()
+            self._advance()
+
+    def unsent(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
     def _forget(self) -> None:
         self.phase = "closed"
         self.srv.forget(self)
@@ -284,7 +305,7 @@ class _Connection(asyncio.Protocol):
 
     def _advance(self) -> None:
         """Feed parsed events to the handlers until h11 needs more data or a handler waits."""
-        while self.phase not in ("busy", "closed"):
+        while self.phase not in ("busy", "closed") and not self.write_paused:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as e:
@@ -442,6 +463,8 @@ class _Connection(asyncio.Protocol):
         except h11.LocalProtocolError:
             self.drop()
             return
+        # what is written must be read within the read timeout, or the connection goes
+        self.write_deadline = time.monotonic() + self.srv.limits.read_timeout
         self._next_cycle()
 
     def _error(self, status: int, text: str) -> None:
@@ -491,7 +514,7 @@ class _Connection(asyncio.Protocol):
             if self.phase == "closed":
                 return
             then(f)
-            if self.phase not in ("busy", "closed"):
+            if self.phase not in ("busy", "closed") and not self.write_paused:
                 self.transport.resume_reading()  # type: ignore[union-attr]
                 self._advance()  # requests pipelined behind this one
 
@@ -600,6 +623,8 @@ class HTTPServer:
     def _sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if c.phase != "busy" and c.deadline < now]:
+            conn.drop()
+        for conn in [c for c in self.conns if c.write_deadline < now and c.unsent()]:
             conn.drop()
 
     # --- lifecycle -------------------------------------------------------------------

@@ -248,6 +248,36 @@ def test_slowloris_is_cut_off_and_others_are_served(start):
     assert cut_at < 2.0  # read_timeout is 0.6 s; sending everything would take 4 s
 
 
+def test_pipelining_without_reading_is_bounded_and_cut_off(start, exporter):
+    srv = start()
+    size = len(generate_latest(exporter.registry))
+    s = raw_connect(srv)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    sent = 0
+    try:
+        for _ in range(2000):  # 70 KB of requests: 2000 answers would be MBs
+            try:
+                sent += s.send(request)
+            except (BlockingIOError, ConnectionError):
+                break
+        time.sleep(0.2)
+        (conn,) = srv.conns
+        assert conn.unsent() < 300_000 and conn.unsent() < 2000 * size / 10
+        assert httpx.get(url(srv, "/-/healthy")).status_code == 200
+        assert closed_by_server_without_reading(srv, within=3)  # read_timeout is 0.6 s
+    finally:
+        s.close()
+
+
+def closed_by_server_without_reading(srv: HTTPServer, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while srv.conns and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not srv.conns
+
+
 def test_idle_keep_alive_connection_is_closed(start):
     srv = start()
     s = raw_connect(srv)

@@ -24,6 +24,7 @@ server is flooded (docs/benchmarks.md). What keeps it standing:
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import html
 import logging
@@ -153,13 +154,7 @@ def listen_sockets(addresses: Sequence[str], backlog: int) -> list[socket.socket
         for addr in addresses:
             host, port = parse_listen_address(addr)
             if not host:  # every interface: one dual-stack socket where IPv6 exists
-                if socket.has_dualstack_ipv6():
-                    s = socket.create_server(
-                        ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog
-                    )
-                else:
-                    s = socket.create_server(("0.0.0.0", port), backlog=backlog)
-                socks.append(s)
+                socks.append(_all_interfaces(port, backlog))
                 continue
             first_port = None
             seen = set()
@@ -179,6 +174,18 @@ def listen_sockets(addresses: Sequence[str], backlog: int) -> list[socket.socket
             s.close()
         raise
     return socks
+
+
+def _all_interfaces(port: int, backlog: int) -> socket.socket:
+    if socket.has_dualstack_ipv6():
+        try:
+            return socket.create_server(
+                ("::", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog
+            )
+        except OSError as e:  # IPv6 present but disabled (sysctl): IPv4 only, as before
+            if e.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise
+    return socket.create_server(("0.0.0.0", port), backlog=backlog)
 
 
 def raise_nofile_limit() -> None:

@@ -311,6 +311,13 @@ def test_ipv6_loopback_and_several_addresses(start):
     assert httpx.get(f"http://127.0.0.1:{v4[1]}/-/healthy").status_code == 200
 
 
+def test_every_interface_is_dual_stack(start):
+    srv = start(":0")  # the default form, :9883
+    assert srv.address[0] == "::"
+    assert httpx.get(f"http://[::1]:{srv.port}/-/healthy").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{srv.port}/-/healthy").status_code == 200
+
+
 def test_listen_address_parsing():
     assert parse_listen_address("[::]:9883") == ("::", 9883)
     assert parse_listen_address(":9883") == ("", 9883)

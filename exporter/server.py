@@ -391,8 +391,7 @@ class _Connection(asyncio.Protocol):
             elif self.srv.reload is None:
                 self._respond(404, b"Reload is not available in this process\n")
             else:
-                future = self.srv.loop.run_in_executor(self.srv.reload_pool, self.srv.reload)
-                self._wait(future, self._reloaded)
+                self._wait(self.srv.reloading(), self._reloaded)
             return
         if method not in (b"GET", b"HEAD"):
             self._respond(405, b"Method not allowed\n", ((b"allow", b"GET, HEAD"),))
@@ -590,11 +589,19 @@ class HTTPServer:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._cap_logged_at = 0.0
+        self._reload_future: asyncio.Future | None = None
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     @property
     def address(self) -> tuple[str, int]:
         return self.addresses[0]
+
+    def reloading(self) -> asyncio.Future:
+        """The reload in progress, or a new one: a burst of POSTs runs one reload, not a queue
+        of them, and every request of the burst gets its result."""
+        if self._reload_future is None or self._reload_future.done():
+            self._reload_future = self.loop.run_in_executor(self.reload_pool, self.reload)
+        return self._reload_future
 
     def set_exporter(self, exporter: Exporter) -> None:
         """Serve another exporter from now on (a reload that builds a new one)."""

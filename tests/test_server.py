@@ -198,6 +198,34 @@ def test_post_reload_calls_the_hook(start):
     assert httpx.get(url(srv, "/-/healthy")).status_code == 200
 
 
+def test_a_burst_of_reloads_runs_one(start):
+    calls = []
+    gate = threading.Event()
+
+    def reload() -> tuple[bool, str]:
+        calls.append(1)
+        gate.wait(5)
+        return True, "reloaded"
+
+    srv = start(reload=reload)
+    results: list[int] = []
+
+    def post() -> None:
+        results.append(httpx.post(url(srv, "/-/reload"), timeout=10).status_code)
+
+    posts = [threading.Thread(target=post) for _ in range(5)]
+    for t in posts:
+        t.start()
+    deadline = time.monotonic() + 5
+    while sum(c.phase == "busy" for c in list(srv.conns)) < 5:  # all five wait on the reload
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gate.set()
+    for t in posts:
+        t.join(5)
+    assert results == [200] * 5 and len(calls) == 1
+
+
 def test_reload_without_a_hook_says_so(start):
     srv = start()
     r = httpx.post(url(srv, "/-/reload"))

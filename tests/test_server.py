@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from exporter.config import parse_config
 from exporter.runtime import Exporter
 from exporter.scheduler import JobResult
-from exporter.server import HTTPServer, Limits, parse_listen_address
+from exporter.server import NOFILE_CEILING, HTTPServer, Limits, parse_listen_address
 from exporter.webconfig import WebConfigError, load_web_config
 
 CONFIG = """
@@ -363,7 +363,8 @@ def test_start_raises_the_soft_file_limit(start):
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
     try:
         start()
-        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(hard, 1 << 20)
+        expected = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

@@ -359,7 +359,7 @@ def test_start_raises_the_soft_file_limit(start):
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    lowered = min(soft, hard, 256)
+    lowered = 256 if hard == resource.RLIM_INFINITY else min(hard, 256)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
     try:
         start()

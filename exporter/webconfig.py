@@ -153,10 +153,16 @@ def _tls_context(tls: dict, base: Path, path: Path) -> ssl.SSLContext:
         raise _err(path, where, "min_version is above max_version")
     ctx.minimum_version, ctx.maximum_version = versions["min_version"], versions["max_version"]
     try:
-        ctx.load_cert_chain(cert, key)
+        # an empty password: OpenSSL would otherwise prompt on the terminal for an encrypted key
+        ctx.load_cert_chain(cert, key, password=lambda: b"")
     except (ssl.SSLError, OSError, ValueError) as e:
         # the reason, never the file's content (it holds the private key)
-        raise _err(path, f"{where}.cert_file/key_file", f"cannot load: {e.strerror or e}") from None
+        raise _err(
+            path,
+            f"{where}.cert_file/key_file",
+            f"cannot load: {e.strerror or e} (not PEM, an encrypted key, or a key that does not "
+            "match the certificate)",
+        ) from None
     auth = tls.get("client_auth_type", "NoClientCert")
     if auth in UNSUPPORTED_CLIENT_AUTH:
         raise _err(

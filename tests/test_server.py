@@ -567,3 +567,18 @@ def test_encrypted_key_is_an_error_not_a_prompt(tls_files, tmp_path):
     web.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: enc.key\n")
     with pytest.raises(WebConfigError, match="cert_file/key_file: cannot load"):
         load_web_config(web)
+
+
+def test_rotated_certificate_is_picked_up(start, ca, tls_files, tmp_path):
+    web = tmp_path / "web.yml"
+    write(web, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    srv = start(web_config=str(web))
+    assert httpx.get(url(srv, scheme="https"), verify=client_context(ca)).status_code == 200
+    new_ca = trustme.CA()
+    new = new_ca.issue_cert("127.0.0.1")
+    # key first, then the certificate: a reload between the two fails and keeps the old pair
+    write(tls_files["key"], new.private_key_pem.bytes().decode())
+    write(tls_files["cert"], new.cert_chain_pems[0].bytes().decode())
+    assert httpx.get(url(srv, scheme="https"), verify=client_context(new_ca)).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url(srv, scheme="https"), verify=client_context(ca))

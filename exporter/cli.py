@@ -92,9 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summary(config: Config, source: str) -> str:
+    """What --check-config prints: every target, collector, queue and endpoint with the values
+    in effect (defaults and derived timeouts applied), never a password, token or query string."""
+    from exporter.secrets import redact
+
     lines = [f"{source}: configuration is valid"]
     for t in config.targets:
         lines.append(f"target {t.name} ({t.safe_dsn()})")
+        lines.append(
+            f"  session: statement_timeout {t.statement_timeout:g}s, lock_timeout "
+            f"{t.lock_timeout:g}s, connect_timeout {t.connect_timeout:g}s"
+        )
         for n, s in t.enabled_collectors():
             lines.append(
                 f"  collector {n}: every {t.interval_of(s):g}s, timeout {t.timeout_of(s):g}s"
@@ -109,15 +117,22 @@ def summary(config: Config, source: str) -> str:
         lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
         for e in a.endpoints:
             lines.append(f"  endpoint {e.name}: {e.describe()}")
-    return "\n".join(lines)
+    # describe() and safe_dsn() leave secrets out; this is the net under them
+    return redact("\n".join(lines))
 
 
-def _load(path: str) -> Config:
+def _load(path: str, check_only: bool = False) -> Config:
+    """The configuration, or exit 2 with the located errors on stderr. Starting (and the
+    doctor) requires every variable and file the config names; --check-config (check_only)
+    may run where the secrets are not mounted, so missing secret sources are warnings there."""
     try:
-        return load_config(path)
+        config = load_config(path, environment="warn" if check_only else "require")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in config.warnings:
+        print(f"warning: {warning} (the exporter will not start without it)", file=sys.stderr)
+    return config
 
 
 def _load_web(path: str) -> None:
@@ -135,14 +150,23 @@ def serve(
     listen: str | list[str],
     stop: threading.Event | None = None,
     announce: Callable[[int, str], None] | None = None,
+    config_file: str | None = None,
     web_config: str | None = None,
 ) -> int:
+    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
 
-    exporter = Exporter(config)
+    exporter = Exporter(config, config_file)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # before anything starts: SIGHUP's default action would end the process silently
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
     try:
-        server = HTTPServer(exporter, listen, web_config=web_config)
+        server = HTTPServer(exporter, listen, web_config=web_config, reload=exporter.reload)
     except (OSError, ValueError, ConfigError) as e:
         log.error("cannot listen", extra={"address": listen, "error": str(e)})
         return 1
@@ -151,14 +175,17 @@ def serve(
     log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
     if announce:
         announce(server.port, server.address[0])
-    stop = stop or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down")
     server.stop()
     exporter.stop()
     return 0
+
+
+def _reload_in_background(reload: Callable[[], tuple[bool, str]]) -> None:
+    """Off the signal handler: a reload waits on the collection loop, and a second SIGHUP
+    arriving meanwhile must queue behind it (Exporter.reload serialises), not deadlock."""
+    threading.Thread(target=reload, name="reload", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
-    config = _load(args.config_file)
+    config = _load(args.config_file, check_only=args.check_config)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)
     if args.command == "doctor":
@@ -180,4 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(summary(config, args.config_file))
         return 0
-    return serve(config, args.listen or [f":{DEFAULT_PORT}"], web_config=args.web_config_file)
+    return serve(
+        config,
+        args.listen or [f":{DEFAULT_PORT}"],
+        config_file=args.config_file,
+        web_config=args.web_config_file,
+    )

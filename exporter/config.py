@@ -7,26 +7,33 @@ value, and the CLI exits 2 on them. Defaults are the thresholds of the source ru
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from exporter import configyaml
 from exporter.collectors import DB_COLLECTORS
 from exporter.configtypes import (
     IDENT_RE,
+    MIN_COLLECT_INTERVAL,
+    MIN_PG_TIMEOUT,
     Duration,
+    FieldError,
     LabelValue,
     Model,
     Ratio,
     StatusList,
+    at_least,
+    at_most,
     ordered_pair,
     require_unique,
 )
-from exporter.probes.config import App
-from exporter.secrets import register_secret
+from exporter.probes.config import TLS, App
+from exporter.secrets import looks_secret, redact, register_secret, scrub_urls
 
 # --- collectors -------------------------------------------------------------------------
 
@@ -179,20 +186,54 @@ class PgThresholds(Model):
         return self
 
 
+def parse_dsn(raw: str) -> dict[str, str]:
+    """libpq's reading of a DSN, with every port checked; ValueError never echoes the DSN
+    (it holds the password when there is one)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(raw)
+    except Exception as e:
+        # libpq quotes pieces of the DSN in its message: keep what it says, drop what it quotes
+        said = re.sub(r'"[^"]*"', "…", str(e).strip().splitlines()[0] if str(e).strip() else "")
+        raise ValueError(
+            f"the DSN cannot be parsed ({said})" if said else "the DSN cannot be parsed"
+        ) from None
+    for port in str(params.get("port", "")).split(","):
+        if port.strip() and not (port.strip().isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError("the DSN's port must be a number from 1 to 65535")
+    return {k: str(v) for k, v in params.items()}
+
+
+# the target-level defaults; a shorter interval shortens its timeouts (see Target._timeouts)
+DEFAULT_COLLECT_TIMEOUT = 10.0
+DEFAULT_STATEMENT_TIMEOUT = 5.0
+DEFAULT_LOCK_TIMEOUT = 1.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
 class Target(Model):
     name: LabelValue
     dsn: str | None = None  # libpq URI or key=value; keep the password out of it
     dsn_env: str | None = None  # environment variable that holds the whole DSN
     password_env: str | None = None
     password_file: Path | None = None
-    collect_interval: Duration = Field(15.0, gt=0)
-    collect_timeout: Duration = Field(10.0, gt=0)
-    statement_timeout: Duration = Field(5.0, gt=0)
-    lock_timeout: Duration = Field(1.0, gt=0)
-    connect_timeout: Duration = Field(5.0, ge=1)
+    collect_interval: Duration = 15.0
+    # the timeouts left unset follow the interval down (see _timeouts); set ones are checked
+    collect_timeout: Duration = DEFAULT_COLLECT_TIMEOUT
+    statement_timeout: Duration = DEFAULT_STATEMENT_TIMEOUT
+    lock_timeout: Duration = DEFAULT_LOCK_TIMEOUT
+    connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT
     collectors: Collectors = Collectors()
     queues: list[Queue] = []
     thresholds: PgThresholds = PgThresholds()
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v is not None and (password := parse_dsn(v).get("password")):
+            register_secret(password)  # redacted from every later message and log line
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -201,7 +242,61 @@ class Target(Model):
         if self.password_env and self.password_file:
             raise ValueError("give at most one of password_env or password_file")
         require_unique([q.label for q in self.queues], "queue names must be unique within a target")
+        self._timeouts()
         return self
+
+    def _derive(self, field: str, value: float) -> None:
+        """Fill in a timeout the file left unset (the model is frozen once validated)."""
+        if field not in self.model_fields_set:
+            object.__setattr__(self, field, value)
+
+    def _timeouts(self) -> None:
+        """Intervals and timeouts that work at runtime: every interval at least
+        MIN_COLLECT_INTERVAL, every timeout within its interval, the session's statement and
+        connect timeouts within the shortest collector timeout, lock_timeout within
+        statement_timeout, nothing PostgreSQL would round to 0 (= no timeout). An unset
+        timeout is shortened to fit instead, as Prometheus does with scrape_timeout."""
+        why = "each run queries the database"
+        with FieldError.at("collect_interval"):
+            at_least("collect_interval", self.collect_interval, MIN_COLLECT_INTERVAL, why)
+        self._derive("collect_timeout", min(DEFAULT_COLLECT_TIMEOUT, self.collect_interval))
+        with FieldError.at("collect_timeout"):
+            at_least("collect_timeout", self.collect_timeout, MIN_PG_TIMEOUT, "0 never finishes")
+            at_most(
+                "collect_timeout", self.collect_timeout, "collect_interval", self.collect_interval
+            )
+        shortest = ("collect_timeout", self.collect_timeout)
+        for name, settings in self.enabled_collectors():
+            interval, timeout = self.interval_of(settings), self.timeout_of(settings)
+            where = f"collectors.{name}"
+            with FieldError.at("collectors", name, "interval"):
+                at_least(f"{where}.interval", interval, MIN_COLLECT_INTERVAL, why)
+            with FieldError.at("collectors", name, "timeout"):
+                at_least(f"{where}.timeout", timeout, MIN_PG_TIMEOUT, "0 never finishes")
+                at_most(f"{where}.timeout", timeout, f"{where}.interval", interval)
+            if timeout < shortest[1]:
+                shortest = (f"{where}.timeout", timeout)
+        limit_name, limit = shortest
+        self._derive("statement_timeout", min(DEFAULT_STATEMENT_TIMEOUT, limit))
+        self._derive("lock_timeout", min(DEFAULT_LOCK_TIMEOUT, self.statement_timeout))
+        # libpq takes whole seconds, at least 1 (0 waits forever)
+        self._derive("connect_timeout", max(1.0, min(DEFAULT_CONNECT_TIMEOUT, math.floor(limit))))
+        ms = "PostgreSQL counts it in whole milliseconds and 0 means no timeout"
+        with FieldError.at("statement_timeout"):
+            at_least("statement_timeout", self.statement_timeout, MIN_PG_TIMEOUT, ms)
+            at_most("statement_timeout", self.statement_timeout, limit_name, limit)
+        with FieldError.at("lock_timeout"):
+            at_least("lock_timeout", self.lock_timeout, MIN_PG_TIMEOUT, ms)
+            at_most("lock_timeout", self.lock_timeout, "statement_timeout", self.statement_timeout)
+        with FieldError.at("connect_timeout"):
+            ct = self.connect_timeout
+            if ct < 1 or ct != int(ct):
+                raise ValueError(
+                    f"connect_timeout ({ct:g}s) must be whole seconds, at least 1s: "
+                    "libpq counts it in seconds and 0 waits forever"
+                )
+            if "connect_timeout" in self.model_fields_set:
+                at_most("connect_timeout", ct, limit_name, max(limit, 1.0))
 
     def enabled_collectors(self) -> list[tuple[str, CollectorSettings]]:
         """(name, settings) of the collectors that run, in their first-run order."""
@@ -211,21 +306,24 @@ class Target(Model):
         return settings.interval if settings.interval is not None else self.collect_interval
 
     def timeout_of(self, settings: CollectorSettings) -> float:
-        return settings.timeout if settings.timeout is not None else self.collect_timeout
+        """The collector's timeout, else the target's, shortened to the collector's interval."""
+        if settings.timeout is not None:
+            return settings.timeout
+        return min(self.collect_timeout, self.interval_of(settings))
 
     def conninfo(self) -> str:
         """The DSN with the password filled in from env or file. Never log this."""
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        from psycopg.conninfo import make_conninfo
 
         raw = self.dsn if self.dsn is not None else os.environ.get(self.dsn_env or "", "")
         if not raw:
             raise ConfigError(f"target {self.name}: environment variable {self.dsn_env} is empty")
         try:
-            params = conninfo_to_dict(raw)
-        except Exception:  # the message may echo the DSN: say what is wrong without it
-            raise ConfigError(f"target {self.name}: the DSN cannot be parsed") from None
+            params = parse_dsn(raw)
+        except ValueError as e:  # never echoes the DSN
+            raise ConfigError(f"target {self.name}: {e}") from None
         if params.get("password"):
-            register_secret(str(params["password"]))
+            register_secret(params["password"])
         password = None
         if self.password_env:
             password = os.environ.get(self.password_env)
@@ -255,19 +353,27 @@ class Target(Model):
             params = conninfo_to_dict(self.dsn)
         except Exception:
             return "<unparseable DSN>"
-        if "password" in params:
-            params["password"] = "<redacted>"
+        for key in params:
+            if looks_secret(key):  # password, sslpassword
+                params[key] = "<redacted>"
         return make_conninfo("", **params)
 
 
 class Config(Model):
     targets: list[Target] = []
     apps: list[App] = []
+    # environment problems --check-config reports without failing (see parse_config)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         for kind, items in (("target", self.targets), ("app", self.apps)):
-            require_unique([t.name for t in items], f"{kind} names must be unique")
+            with FieldError.at(f"{kind}s"):
+                require_unique([t.name for t in items], f"{kind} names must be unique")
         if not self.targets and not self.apps:
             raise ValueError("nothing to do: configure at least one target or app")
         for ti, t in enumerate(self.targets):
@@ -283,19 +389,7 @@ class ConfigError(Exception):
     """A configuration problem; the message names file, path and value. Exit code 2."""
 
 
-def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict:
-    """Map each path in the YAML document to the line it starts on (1-based)."""
-    out = {} if out is None else out
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            k = key.value
-            out[(*path, k)] = key.start_mark.line + 1
-            _line_map(value, (*path, k), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, (*path, i), out)
-    return out
+_SHOWN_MAX = 80  # a longer value is cut: it is there to recognise, not to copy
 
 
 def _format_loc(loc: tuple) -> str:
@@ -305,47 +399,191 @@ def _format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _shown(loc: tuple, value: object, kind: str) -> str:
+    """` (got 'value')`, or nothing when the value is a structure or may be a secret: under
+    an unknown key (it may be a misspelt `password`), under a key that looks secret
+    (password, token, dsn, key, auth...), or anywhere under `headers`."""
+    keys = [str(p) for p in loc if isinstance(p, str)]
+    if kind == "extra_forbidden" or value is None or isinstance(value, dict | list):
+        return ""
+    if "headers" in keys or any(looks_secret(k) for k in keys):
+        return ""
+    text = repr(value)
+    if len(text) > _SHOWN_MAX:
+        text = text[: _SHOWN_MAX - 4] + "...'"
+    return f" (got {text})"
+
+
+def _line_of(loc: tuple, lines: dict) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def located(source: str, loc: tuple, message: str, lines: dict) -> str:
+    """`file:line: path: message`, scrubbed of registered secrets, URL credentials and
+    query strings."""
+    line = _line_of(loc, lines)
+    where = f"{source}:{line}" if line else source
+    return redact(scrub_urls(f"{where}: {_format_loc(loc)}: {message}"))
+
+
 def format_validation_error(source: str, err: ValidationError, lines: dict) -> str:
     msgs = []
     for e in err.errors():
         # pydantic puts union branches and validator names in loc; keep the document path
         loc = tuple(p for p in e["loc"] if isinstance(p, int) or not str(p).startswith("function"))
-        line = None
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        where = f"{source}:{line}" if line else source
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc = (*loc, *cause.path)
         msg = e["msg"].removeprefix("Value error, ")
-        value = e.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        msgs.append(f"{where}: {_format_loc(loc)}: {msg}{shown}")
+        msgs.append(located(source, loc, msg + _shown(loc, e.get("input"), e["type"]), lines))
     return "\n".join(msgs)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+Environment = Literal["skip", "warn", "require"]
+
+
+def _readable(path: Path) -> str | None:
+    """Why `path` cannot be read, or None. Opened, never read: the content may be a secret."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        return "is a directory"
+    except OSError as e:
+        return (e.strerror or "cannot be read").lower()
+    return None
+
+
+def _tls_problems(tls: TLS) -> list[tuple[str, str]]:
+    """(field, why) for TLS files that exist but would fail every probe: a CA file that is not
+    PEM certificates, a client certificate and key that do not load or need a passphrase.
+    Loaded as the prober loads them (probes/http.py); OpenSSL's reasons never quote content."""
+    import ssl
+
+    out = []
+    if tls.ca_file is not None and not _readable(tls.ca_file):
+        try:
+            ssl.create_default_context(cafile=str(tls.ca_file))
+        except (ssl.SSLError, ValueError) as e:
+            out.append(("ca_file", f"{tls.ca_file}: not a PEM CA certificate bundle ({_why(e)})"))
+    files = [f for f in (tls.cert_file, tls.key_file) if f is not None]
+    if tls.cert_file is not None and not any(_readable(f) for f in files):
+        asked: list[bool] = []
+
+        def no_passphrase() -> bytes:  # never let OpenSSL prompt on a terminal
+            asked.append(True)
+            return b""
+
+        try:
+            ssl.create_default_context().load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file else None, no_passphrase
+            )
+        except (ssl.SSLError, ValueError) as e:
+            field = "key_file" if tls.key_file is not None else "cert_file"
+            names = " and ".join(str(f) for f in files)
+            why = "the key is encrypted: give an unencrypted key" if asked else _why(e)
+            out.append((field, f"{names}: cannot be loaded as client certificate and key ({why})"))
+    return out
+
+
+def _why(e: Exception) -> str:
+    reason = getattr(e, "reason", None)
+    return str(reason).lower().replace("_", " ") if reason else "not PEM, or they do not match"
+
+
+def environment_problems(config: Config) -> list[tuple[tuple, str, bool]]:
+    """What the running exporter would fail on although the file is valid: environment
+    variables not set, DSNs in them that cannot be parsed, files it cannot read. Each is
+    (path, message, is_secret_source); the messages name variables and paths, never values."""
+    out: list[tuple[tuple, str, bool]] = []
+
+    def env_var(path: tuple, name: str) -> str | None:
+        value = os.environ.get(name)
+        if value is None:
+            out.append((path, f"environment variable {name} is not set", True))
+        elif not value:
+            out.append((path, f"environment variable {name} is empty", True))
+        return value or None
+
+    def file(path: tuple, p: Path | None, secret: bool) -> None:
+        if p is not None and (why := _readable(p)):
+            out.append((path, f"{p}: {why}", secret))
+
+    for ti, t in enumerate(config.targets):
+        at = ("targets", ti)
+        if t.dsn_env and (raw := env_var((*at, "dsn_env"), t.dsn_env)):
+            try:
+                parse_dsn(raw)
+            except ValueError as e:
+                out.append(((*at, "dsn_env"), f"{e} (from environment variable {t.dsn_env})", True))
+        if t.password_env:
+            env_var((*at, "password_env"), t.password_env)
+        file((*at, "password_file"), t.password_file, True)
+    for ai, app in enumerate(config.apps):
+        for ei, ep in enumerate(app.endpoints):
+            at = ("apps", ai, "endpoints", ei)
+            refs = [
+                ((*at, "headers", h), v) for h, v in ep.headers.items() if not isinstance(v, str)
+            ]
+            if ep.basic_auth:
+                refs.append(((*at, "basic_auth", "password"), ep.basic_auth.password))
+            for path, ref in refs:
+                if ref.env is not None:
+                    env_var((*path, "env"), ref.env)
+                file((*path, "file"), ref.file, True)
+            for name in ("ca_file", "cert_file", "key_file"):
+                file((*at, "tls", name), getattr(ep.tls, name), False)
+            for name, why in _tls_problems(ep.tls):
+                out.append(((*at, "tls", name), why, False))
+    return out
+
+
+def parse_config(text: str, source: str = "<config>", environment: Environment = "skip") -> Config:
+    """Validate a configuration's text. `environment` says what to do about variables and
+    files it names that this machine lacks (see environment_problems): "skip" them (tests,
+    the demo), "warn" about the secret ones (--check-config may run where the secrets are not
+    mounted; TLS files are still required), or "require" all (starting, reloading)."""
+    try:
+        data, node = configyaml.load(text)
+    except configyaml.YAMLProblem as e:
+        raise ConfigError(redact(e.located(source))) from None
     if data is None:
         raise ConfigError(f"{source}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
+    lines = configyaml.line_map(node) if node is not None else {}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
-        # parsed again for line numbers only when there is an error to place
-        lines = _line_map(yaml.compose(text))
         raise ConfigError(format_validation_error(source, e, lines)) from None
+    if environment == "skip":
+        return config
+    errors, warnings = [], []
+    for path, message, secret in environment_problems(config):
+        text_ = located(source, path, message, lines)
+        (warnings if secret and environment == "warn" else errors).append(text_)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    config._warnings = warnings
+    return config
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, environment: Environment = "require") -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            data = f.read(configyaml.MAX_FILE_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
-    return parse_config(text, str(p))
+    if len(data) > configyaml.MAX_FILE_BYTES:
+        raise ConfigError(f"{p}: larger than {configyaml.MAX_FILE_BYTES // 1024 // 1024} MiB")
+    try:
+        text = configyaml.decode(data)
+    except configyaml.YAMLProblem as e:
+        raise ConfigError(e.located(str(p))) from None
+    return parse_config(text, str(p), environment)

@@ -1,14 +1,27 @@
 """One PostgreSQL connection per target: reused, autocommit, read-only, bounded by timeouts.
 
-Collectors of a target take turns on the connection (an asyncio lock). A broken or timed-out
-connection is closed and reopened on the next run, with exponential backoff so an unreachable
-database is not hammered; `up` turns 0 on the first failure.
+Collectors of a target take turns on the connection (an asyncio lock). `up` is 1 while the
+exporter holds a working session and turns 0 on the first failure:
+
+- A broken connection is dropped and a background task reconnects with a short, jittered
+  exponential backoff (0.5 s doubling to BACKOFF_MAX), independent of the collectors'
+  intervals, so `up` is back within seconds of the server; collector runs meanwhile fail fast
+  with the reason instead of each waiting on a connect.
+- A run that gets no answer within its timeout (a frozen server, a dead network path) has its
+  socket shut down just before the scheduler's own timeout would cancel it. Cancelling instead
+  would make psycopg send a cancel request to the unresponsive server and wait up to 10 s for
+  it, with `up` still 1; the shutdown ends the run at once, `up` turns 0, and the server-side
+  session ends by itself when the server resumes (it finds the socket closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -21,7 +34,13 @@ from exporter.secrets import redact
 
 log = logging.getLogger("exporter.db")
 APPLICATION_NAME = "runbook-exporter"
-BACKOFF_MAX = 30.0
+# reconnect delays: BACKOFF_MIN doubling to BACKOFF_MAX, each drawn from [delay/2, delay] so
+# the exporters of a fleet do not all knock at once when a server comes back
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 2.0
+# the watchdog fires this much (at most 10 % of the budget) before the run's timeout, so the
+# run ends on its own terms before the scheduler cancels it
+WATCHDOG_MARGIN = 0.5
 # Appended to every statement the exporter sends, so the statements collector can leave the
 # exporter's own work out of pg_stat_statements (which keeps trailing comments; PostgreSQL 18
 # drops leading ones).
@@ -50,7 +69,8 @@ async def open_connection(
         target.conninfo(),
         autocommit=True,
         application_name=application_name,
-        connect_timeout=int(target.connect_timeout),
+        # libpq takes whole seconds; rounding down could give 0, which means "wait forever"
+        connect_timeout=max(1, math.ceil(target.connect_timeout)),
         cursor_factory=MarkedCursor,
     )
     try:
@@ -85,6 +105,30 @@ class TargetUnavailable(Exception):
     """The target cannot be reached now; the message says why and when it is retried."""
 
 
+def jittered(delay: float) -> float:
+    return random.uniform(delay / 2, delay)
+
+
+def shutdown_socket(conn: psycopg.AsyncConnection) -> None:
+    """End the connection's TCP (or Unix) socket in both directions without closing its file
+    descriptor, which psycopg still watches: whatever waits on it wakes with an error at once,
+    and nothing is sent to the server that it would have to answer."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:  # already closed
+        return
+    dup = os.dup(fd)
+    try:
+        with socket.socket(fileno=dup) as sock:
+            dup = -1  # owned by sock now
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # not connected any more: nothing to end
+        pass
+    finally:
+        if dup >= 0:
+            os.close(dup)
+
+
 class TargetDB:
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -92,64 +136,156 @@ class TargetDB:
         self.lock = asyncio.Lock()
         self.up = 0
         self.last_error: str | None = None
-        self._backoff = 1.0
+        self._backoff = BACKOFF_MIN
         self._next_attempt = 0.0
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closing = False
+        self._longest_timeout = max(
+            [target.timeout_of(s) for _, s in target.enabled_collectors()],
+            default=target.collect_timeout,
+        )
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The target's session for one collector run. `timeout` is the run's budget (the
+        scheduler's job timeout): a run still waiting on the server when it is nearly spent
+        loses its connection (see the module docstring) and fails with a TargetUnavailable
+        saying so. Without it, the longest timeout of the target's collectors is assumed, so
+        no run is cut short (a shorter one is then cancelled by the scheduler as before)."""
+        loop = asyncio.get_running_loop()
+        budget = timeout if timeout is not None else self._longest_timeout
+        deadline = loop.time() + budget - min(WATCHDOG_MARGIN, budget * 0.1)
         async with self.lock:
             conn = await self._ensure()
+            expired = False
+
+            def expire() -> None:
+                nonlocal expired
+                expired = True
+                self.up = 0
+                shutdown_socket(conn)
+
+            watchdog = loop.call_at(deadline, expire)
             try:
                 yield conn
-            except (psycopg.OperationalError, asyncio.CancelledError, TimeoutError) as e:
+            except BaseException as e:
+                if expired:
+                    reason = f"no answer from the server within {budget:g}s; connection closed"
+                    await self._drop(reason)
+                    if isinstance(e, Exception):
+                        raise TargetUnavailable(reason) from None
+                    raise
+                if not isinstance(e, psycopg.OperationalError | asyncio.CancelledError):
+                    raise
                 # QueryCanceled (statement_timeout) and LockNotAvailable leave the
                 # connection usable; anything that broke it or cut a query short does not
                 if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
                     raise
-                if conn.broken or conn.closed or not isinstance(e, psycopg.OperationalError):
-                    await self._drop(redact(str(e)) or type(e).__name__)
+                if isinstance(e, asyncio.CancelledError):  # timed out or stopping: not news
+                    await self._drop("run cancelled", quiet=True)
+                elif conn.broken or conn.closed:
+                    await self._drop(describe_error(e))
                 raise
+            finally:
+                watchdog.cancel()
+            if expired:  # the run finished without touching the dead socket again
+                await self._drop(f"no answer from the server within {budget:g}s")
+
+    def _usable(self) -> bool:
+        return self.conn is not None and not self.conn.closed and not self.conn.broken
 
     async def _ensure(self) -> psycopg.AsyncConnection:
-        if self.conn is not None and not self.conn.closed and not self.conn.broken:
-            return self.conn
+        if self._usable():
+            return self.conn  # type: ignore[return-value]
         if self.conn is not None:
             await self._drop("connection lost")
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise TargetUnavailable(
-                f"not connected ({self.last_error}); retrying in {self._next_attempt - now:.0f}s"
-            )
+        if self._reconnect is None:  # the first connection: made by the first run itself
+            self._install(await self._attempt())
+            return self.conn  # type: ignore[return-value]
+        wait = max(self._next_attempt - time.monotonic(), 0)
+        raise TargetUnavailable(f"not connected ({self.last_error}); retrying in {wait:.1f}s")
+
+    async def _attempt(self) -> psycopg.AsyncConnection:
+        """One connection attempt; on failure `up` is 0, the background reconnect is scheduled,
+        and the TargetUnavailable says why (never the password)."""
         t = self.target
         try:
-            conn = await open_connection(t)
+            return await open_connection(t)
         except Exception as e:
             self.up = 0
             self.last_error = describe_error(e)
-            self._next_attempt = time.monotonic() + self._backoff
+            self._next_attempt = time.monotonic() + jittered(self._backoff)
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._start_reconnect()
             log.warning(
                 "cannot connect to target",
                 extra={"target": t.name, "dsn": t.safe_dsn(), "error": self.last_error},
             )
             raise TargetUnavailable(f"cannot connect: {self.last_error}") from None
+
+    def _install(self, conn: psycopg.AsyncConnection) -> None:
+        """Make `conn` the target's session; called with the lock held."""
         self.conn = conn
         self.up = 1
-        self._backoff = 1.0
+        self._backoff = BACKOFF_MIN
         self.last_error = None
+        t = self.target
         log.info("connected to target", extra={"target": t.name, "dsn": t.safe_dsn()})
-        return conn
 
-    async def _drop(self, reason: str) -> None:
+    def _start_reconnect(self) -> None:
+        if self._reconnect is None and not self._closing:
+            self._reconnect = asyncio.get_running_loop().create_task(
+                self._reconnect_loop(), name=f"reconnect {self.target.name}"
+            )
+
+    async def _reconnect_loop(self) -> None:
+        """Reconnect in the background until it works, so `up` recovers within BACKOFF_MAX of
+        the server whatever the collectors' intervals. The attempt runs outside the lock (runs
+        meanwhile fail at once saying why, rather than queue behind a connect to a server that
+        does not answer); the new session is installed under it."""
+        try:
+            while not self._closing:
+                await asyncio.sleep(max(self._next_attempt - time.monotonic(), 0))
+                if self._usable():
+                    return
+                try:
+                    conn = await self._attempt()
+                except TargetUnavailable:
+                    continue
+                async with self.lock:
+                    if self._closing or self._usable():
+                        await conn.close()
+                        return
+                    self._install(conn)
+                    return
+        finally:
+            self._reconnect = None
+
+    async def _drop(self, reason: str, quiet: bool = False) -> None:
         self.up = 0
         self.last_error = reason
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await conn.close()
-            except Exception:  # closing a dead connection may fail; it is gone either way
-                pass
+            # close() only sends Terminate and frees the socket: it does not wait on the server
+            with suppress(Exception):  # closing a dead connection may fail; it is gone anyway
+                await conn.close()
+            if not self._closing and not quiet:
+                log.warning(
+                    "lost the connection to target",
+                    extra={"target": self.target.name, "error": reason},
+                )
+            if not self._closing:
+                self._backoff = BACKOFF_MIN
+                self._next_attempt = time.monotonic()  # first try at once, then back off
+                self._start_reconnect()
 
     async def close(self) -> None:
+        self._closing = True
+        task, self._reconnect = self._reconnect, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         await self._drop("exporter stopping")

@@ -881,6 +881,29 @@ def overview(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     w=8,
                     h=5,
                 ),
+                Panel(
+                    "Configuration reloads",
+                    "state-timeline",
+                    [
+                        Target(
+                            f"runbook_config_last_reload_successful{{{JOB}}}",
+                            "{{instance}}",
+                        )
+                    ],
+                    description="failed: the last reload (SIGHUP, POST /-/reload) could not "
+                    "load the file; the exporter still runs its previous configuration.",
+                    mappings=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "0": {"text": "failed", "color": "red", "index": 0},
+                                "1": {"text": "ok", "color": "green", "index": 1},
+                            },
+                        }
+                    ],
+                    w=24,
+                    h=4,
+                ),
             ],
         ),
     ]
@@ -1418,7 +1441,8 @@ def endpoints(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     f"{e} {{{{reason}}}}",
                     w=8,
                     description="Why the last probe failed (connect, timeout, tls, status, "
-                    "body_too_large, json, assertion); empty while every probe succeeds.",
+                    "body_too_large, encoding, json, assertion, check_error); empty while every "
+                    "probe succeeds.",
                 ),
                 ts(
                     "Downtime",

@@ -226,7 +226,6 @@ def target_config(dsn: str, name: str = "shop", **thresholds: Any) -> dict[str, 
         "name": name,
         "dsn": dsn,
         "collect_interval": "1s",
-        "collect_timeout": "5s",
         "collectors": {"tables": {"interval": "1s"}, "statements": {"interval": "1s"}},
         "thresholds": thresholds,
         "queues": [

@@ -39,6 +39,8 @@ def test_check_config_ok_prints_summary_without_password(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "configuration is valid" in r.stdout
     assert "queue processing_jobs" in r.stdout and "depth warning > 100" in r.stdout
+    # the timeouts in effect, derived ones included
+    assert "session: statement_timeout 5s, lock_timeout 1s, connect_timeout 5s" in r.stdout
     assert "pl41n-pw" not in r.stdout + r.stderr
 
 
@@ -48,6 +50,21 @@ def test_check_config_error_exits_2_naming_file_path_value(tmp_path):
     r = run("--config.file", str(cfg), "--check-config")
     assert r.returncode == 2
     assert f"{cfg}:4: targets[0].collect_interval" in r.stderr and "'often'" in r.stderr
+
+
+def test_missing_secret_warns_in_check_config_and_stops_the_start(tmp_path):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("targets:\n  - name: app\n    dsn: 'host=db'\n    password_env: NOPE_PW_XYZ\n")
+    check = run("--config.file", str(cfg), "--check-config")
+    assert check.returncode == 0, check.stderr
+    warning = f"warning: {cfg}:4: targets[0].password_env: environment variable NOPE_PW_XYZ"
+    assert warning in check.stderr
+    start = run("--config.file", str(cfg), "--web.listen-address", "127.0.0.1:0")
+    assert start.returncode == 2
+    assert (
+        f"error: {cfg}:4: targets[0].password_env: environment variable NOPE_PW_XYZ is not set"
+        in start.stderr
+    )
 
 
 def test_missing_config_file_exits_2(tmp_path):

@@ -43,9 +43,10 @@ def errors_of(text: str) -> str:
     return str(e.value)
 
 
-def test_unknown_key_names_file_line_path_and_value():
+def test_unknown_key_names_file_line_and_path_but_not_its_value():
     msg = errors_of(BASE + "    queues:\n      - table: jobs\n        stuck_afterr: 10m\n")
-    assert "conf.yml:6: targets[0].queues[0].stuck_afterr: unknown key (got '10m')" in msg
+    # an unknown key's value is never echoed: it may be a misspelt password
+    assert msg == "conf.yml:6: targets[0].queues[0].stuck_afterr: unknown key"
 
 
 def test_bad_duration_names_path_and_value():
@@ -121,3 +122,159 @@ def test_dsn_env(monkeypatch):
     t = parse_config("targets:\n  - name: a\n    dsn_env: APP_DSN\n").targets[0]
     assert "dsn-s3cret" in t.conninfo()
     assert t.safe_dsn() == "$APP_DSN"
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), "1e400s", 10**20, "99999999999d"])
+def test_durations_are_finite_and_bounded(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def target_of(extra: str):
+    return parse_config(BASE + extra).targets[0]
+
+
+def test_unset_timeouts_follow_a_short_interval_down():
+    t = target_of("    collect_interval: 1s\n")
+    assert (t.collect_timeout, t.statement_timeout, t.lock_timeout, t.connect_timeout) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    # tables and statements keep their 60 s interval; their timeout is the target's
+    assert {n: t.timeout_of(s) for n, s in t.enabled_collectors()}["tables"] == 1
+    t = target_of("    collect_interval: 30s\n    collect_timeout: 3s\n")
+    assert (t.collect_timeout, t.statement_timeout, t.lock_timeout, t.connect_timeout) == (
+        3,
+        3,
+        1,
+        3,
+    )
+    t = target_of("")  # the documented defaults
+    assert (t.collect_timeout, t.statement_timeout, t.lock_timeout, t.connect_timeout) == (
+        10,
+        5,
+        1,
+        5,
+    )
+    t = target_of("    collectors: {queues: {interval: 2s}}\n")
+    assert {n: t.timeout_of(s) for n, s in t.enabled_collectors()}["queues"] == 2
+    assert t.statement_timeout == 2  # within the shortest collector timeout
+
+
+def test_disabled_collectors_are_not_checked():
+    t = target_of("    collectors: {database: {enabled: false, interval: 0}}\n")
+    assert "database" not in dict(t.enabled_collectors())
+
+
+def with_dsn(dsn: str) -> str:
+    return BASE.replace("postgresql://monitor@localhost/app", f"'{dsn}'")
+
+
+@pytest.mark.parametrize(
+    "dsn", ["host=a,b port=5432,5433", "postgresql://u@h:6543/db", "host=h port=", "dbname=x"]
+)
+def test_valid_dsns(dsn):
+    assert parse_config(with_dsn(dsn)).targets[0].dsn == dsn
+
+
+@pytest.mark.parametrize("dsn", ["x", "port=0", "port=65536", "host=a,b port=1,-2", "port=5432x"])
+def test_invalid_dsns(dsn):
+    msg = errors_of(with_dsn(dsn))
+    assert msg.startswith("conf.yml:3: targets[0].dsn: the DSN")
+    assert f"'{dsn}'" not in msg  # never echoed: a DSN may hold a password
+
+
+def test_yaml_features_still_work():
+    """Merge keys may override what they merge (not a duplicate); a UTF-8 BOM is fine."""
+    cfg = parse_config(
+        "\ufefftargets:\n"
+        "  - &a {name: a, dsn: 'host=db', collect_interval: 30s}\n"
+        "  - <<: *a\n"
+        "    name: b\n"
+        "    collect_interval: 20s\n"
+    )
+    assert [(t.name, t.collect_interval) for t in cfg.targets] == [("a", 30), ("b", 20)]
+
+
+def test_environment_modes(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    path = tmp_path / "c.yml"
+    path.write_text(BASE + "    password_env: NOPE_PW\n")
+    assert load_config(path, environment="skip").warnings == []
+    warned = load_config(path, environment="warn").warnings
+    assert warned == [f"{path}:4: targets[0].password_env: environment variable NOPE_PW is not set"]
+    with pytest.raises(ConfigError, match="NOPE_PW is not set"):
+        load_config(path)  # starting requires it
+    monkeypatch.setenv("NOPE_PW", "")
+    with pytest.raises(ConfigError, match="NOPE_PW is empty"):
+        load_config(path)
+    monkeypatch.setenv("NOPE_PW", "x")
+    assert load_config(path).targets[0].password_env == "NOPE_PW"
+
+
+def test_tls_files_are_loaded_as_the_prober_loads_them(tmp_path):
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    app = (
+        "apps:\n  - name: web\n    endpoints:\n      - name: h\n"
+        "        url: https://127.0.0.1:1/\n"
+        "        tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n"
+    )
+    path = tmp_path / "apps.yml"
+    path.write_text(app.format(ca_file, cert_file, key_file))
+    assert load_config(path).apps[0].endpoints[0].tls.ca_file == ca_file
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"{path}:6: apps[0].endpoints[0].tls.key_file: " in str(e.value)
+    assert "the key is encrypted" in str(e.value)
+    # a missing CA file is an error even in --check-config (it is no secret: it ships with
+    # the config)
+    path.write_text(app.format(tmp_path / "nope.pem", cert_file, key_file))
+    with pytest.raises(ConfigError, match=r"tls\.ca_file: .*nope\.pem: no such file"):
+        load_config(path, environment="warn")
+
+
+def test_errors_never_echo_values_under_secret_looking_keys():
+    from exporter.config import _shown
+
+    assert _shown(("targets", 0, "collect_interval"), "often", "value_error") == " (got 'often')"
+    for loc in [
+        ("targets", 0, "dsn"),
+        ("targets", 0, "password_file"),
+        ("apps", 0, "endpoints", 0, "headers", "X-Team", "str"),
+        ("apps", 0, "endpoints", 0, "basic_auth", "username"),
+        ("x", "api_token"),
+        ("x", "Cookie"),
+        ("x", "pwd"),
+    ]:
+        assert _shown(loc, "s3cret", "string_type") == "", loc
+    assert _shown(("targets", 0, "anything"), "s3cret", "extra_forbidden") == ""
+    assert len(_shown(("a",), "x" * 500, "value_error")) < 100
+
+
+def test_size_bounds(tmp_path):
+    big = tmp_path / "big.yml"
+    big.write_text(BASE + "    junk: [" + ",".join(["1"] * 100_001) + "]\n")
+    with pytest.raises(ConfigError, match=r"big\.yml:4: the document holds more than 100000"):
+        load_config(big)
+    huge = tmp_path / "huge.yml"
+    huge.write_text(BASE + "# " + "x" * 1024 * 1024 + "\n")
+    with pytest.raises(ConfigError, match=r"huge\.yml: larger than 1 MiB"):
+        load_config(huge)

@@ -289,3 +289,59 @@ def test_works_as_a_role_with_only_pg_monitor(pg_server, fresh_db, run_exporter)
                 (role,),
             )
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_role_without_pg_monitor_fails_naming_the_privilege(pg_server, fresh_db, run_exporter):
+    # without pg_read_all_stats PostgreSQL hides other roles' sessions and statements instead
+    # of refusing: every state would read 0. The collectors fail and say what to grant.
+    role = f"blind_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    busy = psycopg.connect(fresh_db, autocommit=True)  # as postgres: another role
+    try:
+        busy.execute("SELECT count(*) FROM generate_series(1, 10)")
+        busy.execute("BEGIN")
+        busy.execute("SELECT 1")
+        fast = {"interval": "1s"}
+        ex = run_exporter(
+            {
+                "targets": [
+                    {
+                        "name": "app",
+                        "dsn": make_conninfo(fresh_db, user=role),
+                        "collect_interval": "1s",
+                        "collectors": {"statements": fast, "tables": fast},
+                    }
+                ]
+            }
+        )
+        s = ex.wait_for(
+            lambda s: (
+                all(
+                    s.value("runbook_collector_success", target="app", collector=c) == 0
+                    for c in ("connections", "statements")
+                )
+                and s.value("runbook_collector_success", target="app", collector="database") == 1
+            ),
+            what="connections and statements failing, database working",
+        )
+        assert s.value("runbook_target_up", target="app") == 1
+        assert s.values("runbook_pg_connections", target="app") == []  # not a row of zeros
+        assert s.value(IDLE_AGE, target="app") is None
+        assert s.value("runbook_pg_max_connections", target="app") > 0
+        assert s.value("runbook_pg_slow_statements", target="app") is None
+        snap = ex.exporter.store.snapshot()
+        assert f"grant pg_monitor (or pg_read_all_stats) to {role}" in (
+            snap[("app", "connections")].last.error
+        )
+        assert f"grant pg_read_all_stats (or pg_monitor) to {role}" in (
+            snap[("app", "statements")].last.error
+        )
+    finally:
+        busy.close()
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')

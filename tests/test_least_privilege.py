@@ -139,7 +139,17 @@ def test_role_script_grants_exactly_what_it_documents(fresh_db: str, monitor_rol
                 (ROLE,),
             )
         }
-        assert member_of == {"pg_monitor"}
+        # PostgreSQL 16+: a reserved slot at max_connections (tests/test_db_faults.py uses it)
+        expected = {"pg_monitor"}
+        if c.info.server_version >= 160000:
+            expected.add("pg_use_reserved_connections")
+        assert member_of == expected
+        if (
+            c.info.server_version >= 160000
+            and c.execute("SELECT current_setting('reserved_connections')::int = 0").fetchone()[0]
+        ):
+            # the grant is useless without the server setting: the script says so
+            assert "reserved_connections is 0" in monitor_role.psql_output
         readable = {
             r[0]
             for r in c.execute(

@@ -430,7 +430,7 @@ def test_queries_read_only_active_rows_with_the_recommended_indexes(fresh_db):
         (pages,) = c.execute(
             "SELECT relpages FROM pg_class WHERE relname = 'processing_jobs'"
         ).fetchone()
-        queue = parse_config(f"targets: [{{name: app, dsn: x, queues: [{{table: {Q}}}]}}]")
+        queue = parse_config(f"targets: [{{name: app, dsn: 'host=x', queues: [{{table: {Q}}}]}}]")
         for query in qc.queries(queue.targets[0].queues[0]):
             if query.index_column is None:
                 continue  # the completed estimate runs EXPLAIN only

@@ -168,7 +168,8 @@ def test_other_endpoints_as_before(start):
     srv = start()
     assert httpx.get(url(srv, "/-/healthy")).text == "Healthy\n"
     ready = httpx.get(url(srv, "/-/ready"))
-    assert ready.status_code == 200  # the store holds a result for the only job
+    # the exporter's own verdict (runtime.Exporter.ready): never started here, so not ready
+    assert (ready.status_code, ready.text) == (503, "Not ready: first collection still running\n")
     landing = httpx.get(url(srv, "/"))
     assert landing.status_code == 200 and "app <b>web</b>" in landing.text
     assert httpx.get(url(srv, "/nope")).status_code == 404
@@ -582,3 +583,22 @@ def test_rotated_certificate_is_picked_up(start, ca, tls_files, tmp_path):
     assert httpx.get(url(srv, scheme="https"), verify=client_context(new_ca)).status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(url(srv, scheme="https"), verify=client_context(ca))
+
+
+def test_post_reload_reloads_the_real_exporter(start, tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text(CONFIG)
+    exp = Exporter(parse_config(CONFIG, str(path)), str(path))  # not started: no probing
+    srv = start(reload=exp.reload)
+    srv.set_exporter(exp)
+    path.write_text(CONFIG.replace("name: health", "name: healthz"))
+    ok = httpx.post(url(srv, "/-/reload"))
+    assert ok.status_code == 200, ok.text
+    assert "runbook_config_last_reload_successful 1.0" in httpx.get(url(srv)).text
+    path.write_text("apps: [\n")
+    bad = httpx.post(url(srv, "/-/reload"))
+    assert bad.status_code == 500 and str(path) in bad.text
+    deadline = time.monotonic() + 5  # the failed reload changed what is served: re-rendered
+    while "runbook_config_last_reload_successful 0.0" not in httpx.get(url(srv)).text:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

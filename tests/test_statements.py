@@ -9,8 +9,11 @@ import logging
 import uuid
 
 import psycopg
+import pytest
 
+from exporter.collectors.statements import normalise, query_label
 from exporter.pgserver import LocalPostgres
+from exporter.secrets import register_secret
 from tests.helpers import Scrape
 
 LOGGER = "exporter.collectors.statements"
@@ -184,9 +187,68 @@ def test_literals_of_utility_statements_are_not_exported(pg_server, fresh_db, ru
         )
         assert secret not in s.text
         texts = list(info(s).values())
-        assert f"CREATE ROLE \"{role}\" LOGIN PASSWORD '<redacted>'" in texts
-        assert "DO '<redacted>'" in texts
+        assert f'CREATE ROLE "{role}" LOGIN PASSWORD $1' in texts
+        assert "DO $1" in texts
         assert 'SELECT $1 AS "it\'s"' in texts
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+# --- normalise: hostile statement texts, no database needed ---------------------------------
+
+SECRET = "tok_live_9f8e7d"
+HOSTILE = [
+    # (text, expected label); the secret must be gone from every one
+    (f"SET app.token = {SECRET}", "SET app.token = $1"),
+    (f"set app.token to '{SECRET}'", "set app.token to $1"),
+    (f"SET SESSION app.token TO {SECRET}-x", "SET SESSION app.token TO $1"),
+    (f'SET LOCAL "app"."token" = "{SECRET}"', 'SET LOCAL "app"."token" = $1'),
+    (f"SET TIME ZONE '{SECRET}'", "SET TIME ZONE $1"),
+    (f"SET ROLE {SECRET}", "SET ROLE $1"),
+    (f"ALTER ROLE app SET app.token = {SECRET}", "ALTER ROLE app SET app.token = $1"),
+    (f"ALTER SYSTEM SET app.token TO '{SECRET}'", "ALTER SYSTEM SET app.token TO $1"),
+    (f"SET a = {SECRET}; SET b TO {SECRET}", "SET a = $1; SET b TO $2"),
+    ("RESET app.token", "RESET app.token"),
+    (f"SELECT set_config('app.token', '{SECRET}', false)", "SELECT set_config($1, $2, false)"),
+    (f"SELECT 1 /* a /* nested */ {SECRET} */ + 2", "SELECT $1 + $2"),
+    (f"/* {SECRET} */ SELECT 1 -- {SECRET}", "SELECT $1"),
+    (f"SELECT 1 -- {SECRET}\nFROM t", "SELECT $1 FROM t"),
+    (f"SELECT E'it\\'s {SECRET}', 'a''{SECRET}'", "SELECT $1, $2"),
+    (f"SELECT $a$ $$ {SECRET} $$ $a$, $${SECRET}$$", "SELECT $1, $2"),
+    (f"DO $body$ BEGIN PERFORM '{SECRET}'; END $body$", "DO $1"),
+    (f"SELECT U&'{SECRET}\\0061', B'0101', X'1F', N'{SECRET}'", "SELECT $1, $2, $3, $4"),
+    (f"SELECT '{SECRET}", "SELECT $1"),  # unterminated (a cut text): to the end
+    (f"SELECT 1 /* {SECRET}", "SELECT $1"),
+    (f"SELECT $x$ {SECRET}", "SELECT $1"),
+    ("SELECT 4111111111111111, 1e10, .5, 0x1F, 1_000_000", "SELECT $1, $2, $3, $4, $5"),
+    (f"SELECT $1, $2, '{SECRET}'", "SELECT $1, $2, $3"),  # numbered after the text's own
+    (f"ALTER ROLE app PASSWORD '{SECRET}'", "ALTER ROLE app PASSWORD $1"),
+    (f"COPY t FROM PROGRAM 'curl {SECRET}'", "COPY t FROM PROGRAM $1"),
+    (f"SELECT DATE '{SECRET}'", "SELECT DATE $1"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HOSTILE)
+def test_normalise_removes_literals_set_values_and_comments(text, expected):
+    assert normalise(text) == expected
+    assert SECRET not in query_label(text, 1000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "UPDATE t SET a = $1, b = $2 WHERE id = $3",  # DML's SET keeps its shape
+        'SELECT "it\'s", "a""b", t1.c2, été FROM s1.t1',  # identifiers stay
+        "SELECT count(*) FROM jobs WHERE status = $1",
+    ],
+)
+def test_normalise_keeps_identifiers_and_normalised_dml(text):
+    assert normalise(text) == text
+
+
+def test_label_is_normalised_before_truncation_and_redacted():
+    text = f"SELECT '{'x' * 50} {SECRET}' /* {SECRET} */, col"
+    assert query_label(text, 12) == "SELECT $1 ,"
+    register_secret("registered-secret-value")
+    assert "registered-secret-value" not in query_label('SELECT "registered-secret-value"', 100)

@@ -10,10 +10,11 @@ import pytest
 from tests.helpers import Scrape
 
 
-def target(dsn: str, **tables: object) -> dict:
+def target(dsn: str, lock_timeout: str = "1s", **tables: object) -> dict:
     return {
         "name": "app",
         "dsn": dsn,
+        "lock_timeout": lock_timeout,
         "collect_interval": "1s",
         "collectors": {"tables": {"interval": "1s", **tables}},  # default 60s: too slow here
     }
@@ -102,9 +103,12 @@ def test_vacuum_and_analyze_ages(fresh_db, run_exporter):
 
 
 def test_only_top_n_tables_by_size(fresh_db, run_exporter):
+    # names sort the other way round from sizes; big and small are ranked by their page counts
+    # (analyzed), mid and tiny were never vacuumed nor analyzed and are sized directly
     with psycopg.connect(fresh_db, autocommit=True) as c:
-        for name, rows in (("big", 20000), ("mid", 3000), ("small", 10), ("tiny", 1)):
+        for name, rows in (("z_big", 20000), ("y_mid", 3000), ("b_small", 10), ("a_tiny", 1)):
             c.execute(f"CREATE TABLE {name} AS SELECT generate_series(1, {rows}) AS id")
+        c.execute("ANALYZE z_big, b_small")
         flush_stats(c)
     ex = run_exporter({"targets": [target(fresh_db, top_n=2)]})
 
@@ -121,5 +125,34 @@ def test_only_top_n_tables_by_size(fresh_db, run_exporter):
         "runbook_pg_table_dead_tuples",
         "runbook_pg_table_dead_tuple_ratio",
     ):
-        assert tables(s, metric) == {"big", "mid"}, metric
-    assert table(s, "big", "size_bytes") > table(s, "mid", "size_bytes")
+        assert tables(s, metric) == {"z_big", "y_mid"}, metric
+    assert table(s, "z_big", "size_bytes") > table(s, "y_mid", "size_bytes")
+
+
+def test_a_locked_table_loses_only_its_size(fresh_db, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for name in ("locked", "free"):
+            c.execute(f"CREATE TABLE {name} AS SELECT generate_series(1, 1000) AS id")
+        c.execute("CREATE INDEX free_id ON free (id)")
+        flush_stats(c)
+    holder = psycopg.connect(fresh_db)
+    try:
+        holder.execute("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+        # REINDEX holds ACCESS EXCLUSIVE on the index until commit: its table is not sized
+        holder.execute("REINDEX INDEX free_id")
+        ex = run_exporter({"targets": [target(fresh_db, lock_timeout="200ms")]})
+        s = ex.wait_for(
+            lambda s: s.value("runbook_collector_success", target="app", collector="tables") == 1,
+            what="tables collector",
+        )
+        assert s.value("runbook_pg_tables_size_skipped", target="app") == 2
+        assert table(s, "locked", "size_bytes") is None and table(s, "free", "size_bytes") is None
+        assert table(s, "locked", "live_tuples") == 1000
+        assert s.value("runbook_pg_unused_index_size_bytes", target="app") > 0  # from relpages
+    finally:
+        holder.close()
+    s = ex.wait_for(
+        lambda s: s.value("runbook_pg_tables_size_skipped", target="app") == 0,
+        what="sized again once released",
+    )
+    assert table(s, "locked", "size_bytes") > 0 and table(s, "free", "size_bytes") > 0

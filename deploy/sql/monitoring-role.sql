@@ -5,6 +5,12 @@
 --   pg_monitor                  pg_stat_activity with every session's query and state,
 --                               pg_stat_database, pg_database_size, pg_stat_statements,
 --                               lock information (connections, database, tables, statements)
+--   pg_use_reserved_connections (PostgreSQL 16+) a way back in when the server is full: with
+--                               reserved_connections = N (postgresql.conf, restart) N slots
+--                               stay free for such roles, so an exporter that lost its
+--                               session at max_connections reconnects and reports it.
+--                               Before 16 there is no such slot for a non-superuser: see
+--                               docs/deployment.md for the alternatives.
 --   CONNECT on the database     explicit, for clusters that revoked it from PUBLIC
 --   USAGE on the queue schemas  and SELECT on the queue tables only (the queues collector)
 --   USAGE on the schema of pg_stat_statements (public, or `extensions` on Supabase)
@@ -74,6 +80,18 @@ ALTER ROLE runbook_monitor WITH LOGIN CONNECTION LIMIT 5;
 ALTER ROLE runbook_monitor SET default_transaction_read_only = on;
 
 GRANT pg_monitor TO runbook_monitor;
+
+-- a slot at max_connections (PostgreSQL 16+); useless while reserved_connections is 0
+SELECT pg_catalog.current_setting('server_version_num')::int >= 160000 AS has_reserved_slots \gset
+\if :has_reserved_slots
+  GRANT pg_use_reserved_connections TO runbook_monitor;
+  SELECT pg_catalog.current_setting('reserved_connections')::int = 0 AS no_reserved_slots \gset
+  \if :no_reserved_slots
+    \echo 'note: reserved_connections is 0: set it (e.g. 3) in postgresql.conf and restart, or runbook_monitor cannot get in when the server is full'
+  \endif
+\else
+  \echo 'note: PostgreSQL < 16 has no reserved slots for non-superusers: see docs/deployment.md (connections at max_connections)'
+\endif
 GRANT CONNECT ON DATABASE :"dbname" TO runbook_monitor;
 
 -- The table list goes through a session setting because psql does not substitute variables

@@ -3,9 +3,13 @@ the configured limits, lock waits, and the age of the oldest query, transaction 
 idle-in-transaction session (runbook 002: long-running queries; 000/003/004: connection counts).
 
 max_connections is a server-wide limit, so the sessions of every database count, not only the
-target's. The exporter's own sessions (application_name `runbook-exporter`) are left out. The
-role needs pg_monitor (pg_read_all_stats): without it PostgreSQL hides the state and query
-times of other roles' sessions, and those sessions are counted by application and user only.
+target's. The exporter's own sessions (application_name `runbook-exporter`) are left out.
+
+The role needs pg_monitor (pg_read_all_stats): without it PostgreSQL shows other roles'
+sessions with a NULL backend_type, state and times, so they would not be counted at all: every
+state would read 0 and no query would ever look long. When any row is hidden like that, the
+run fails (success 0, logged by the scheduler) with a message naming the privilege to grant;
+only the server's limits are still served, every count is not.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from prometheus_client.core import Metric
 
 from exporter.db import APPLICATION_NAME
 from exporter.metrics import spec
+from exporter.scheduler import PartialFailure
 
 NAME = "connections"
 SRC = "collectors/connections.py"
@@ -76,7 +81,12 @@ SELECT
   greatest(extract(epoch FROM now() - agg.oldest_xact), 0),
   greatest(extract(epoch FROM now() - agg.oldest_idle_xact), 0),
   agg.long_warning,
-  agg.long_critical
+  agg.long_critical,
+  -- rows the role may not see: without pg_read_all_stats PostgreSQL nulls backend_type,
+  -- state and times of other roles' sessions (and of background processes), so they drop
+  -- out of s above; every row it shows in full has a backend_type. Same snapshot as s.
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL),
+  current_user
 FROM agg
 """
 
@@ -186,6 +196,14 @@ def top_n(counts: dict[str, int], limit: int, empty: str) -> dict[str, int]:
     return out
 
 
+def hidden_message(hidden: int, role: str) -> str:
+    return (
+        f"pg_stat_activity hides {hidden} sessions from role {role}: grant pg_monitor (or "
+        f"pg_read_all_stats) to {role}; session counts, ages, lock waits and long queries "
+        "are not served until then"
+    )
+
+
 async def collect(conn, target, settings) -> list[Metric]:
     th = target.thresholds
     cur = await conn.execute(
@@ -209,6 +227,8 @@ async def collect(conn, target, settings) -> list[Metric]:
         oldest_idle_xact,
         long_warning,
         long_critical,
+        hidden,
+        role,
     ) = await cur.fetchone()
     t = target.name
 
@@ -231,12 +251,15 @@ async def collect(conn, target, settings) -> list[Metric]:
     long_queries.add_metric([t, "warning"], long_warning)
     long_queries.add_metric([t, "critical"], long_critical)
 
+    limits = [MAX_CONNECTIONS.one(max_conn, t), RESERVED.one(reserved, t)]
+    if hidden:
+        # counts without the hidden sessions would read as an idle server: fail loudly
+        raise PartialFailure(hidden_message(hidden, role), limits)
     out = [
         states,
         apps,
         users,
-        MAX_CONNECTIONS.one(max_conn, t),
-        RESERVED.one(reserved, t),
+        *limits,
         LOCK_WAITING.one(lock_waiting, t),
         OLDEST_QUERY.one(float(oldest_query or 0), t),
         OLDEST_XACT.one(float(oldest_xact or 0), t),

@@ -9,7 +9,8 @@ the other collectors are unaffected.
 Rows are per (user, database, queryid, toplevel); they are summed per queryid of the current
 database so each series has one {target,queryid}. The exporter's own statements end with
 SQL_MARKER (exporter/db.py appends it to every query) and are left out. Query texts become
-labels only with their literals and comments scrubbed (see query_label).
+labels only normalised to the $n form, literals, SET values and comments removed (see
+normalise).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from psycopg import sql
 
 from exporter.db import SQL_MARKER
 from exporter.metrics import spec
+from exporter.scheduler import PartialFailure
 from exporter.secrets import redact
 
 NAME = "statements"
@@ -55,15 +57,16 @@ WHERE e.extname = 'pg_stat_statements'
 
 # One read of the view: the slow count over all statements of this database, the top N as
 # JSON (queryid as text: it is a signed 64-bit integer). The query text of a queryid is that
-# of its busiest row. Rows without a queryid or text (role without pg_read_all_stats) are
-# skipped, as is the exporter's own work.
+# of its busiest row. The exporter's own work is left out. Rows the role may not see (other
+# roles' statements without pg_read_all_stats: NULL queryid, text `<insufficient privilege>`)
+# are counted, not ranked: the collector then fails and names the privilege.
 STATS_SQL = """
-WITH rows AS (
+WITH all_rows AS (
   SELECT p.queryid, p.calls, p.{total} AS total_ms, p.query
   FROM {schema}.pg_stat_statements p
   WHERE p.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND p.queryid IS NOT NULL
-    AND p.query NOT LIKE %(own)s
+), rows AS (
+  SELECT * FROM all_rows WHERE queryid IS NOT NULL AND query NOT LIKE %(own)s
 ), s AS (
   SELECT queryid::text AS queryid, sum(calls) AS calls, sum(total_ms) AS total_ms,
          (array_agg(query ORDER BY calls DESC))[1] AS query
@@ -72,7 +75,9 @@ WITH rows AS (
 SELECT
   (SELECT count(*) FROM s WHERE calls > 0 AND total_ms / calls > %(slow_ms)s),
   (SELECT coalesce(json_agg(json_build_array(queryid, calls, total_ms, query)), '[]')
-   FROM (SELECT * FROM s ORDER BY total_ms DESC, queryid LIMIT %(top_n)s) top)
+   FROM (SELECT * FROM s ORDER BY total_ms DESC, queryid LIMIT %(top_n)s) top),
+  (SELECT count(*) FROM all_rows WHERE queryid IS NULL),
+  current_user
 """
 
 AVAILABLE = spec(
@@ -121,34 +126,140 @@ INFO = spec(
 
 
 # pg_stat_statements replaces the constants of DML with $1, $2, ... but stores utility
-# statements verbatim: `ALTER ROLE app PASSWORD 'secret'` would reach the label as is. So
-# every string literal, dollar-quoted body and comment left in a text is scrubbed; quoted
-# identifiers are matched only so that a quote inside one is not taken for a literal.
-_TOKENS = re.compile(
-    r"""(?P<ident>"(?:[^"]|"")*")
-      | (?P<comment>--[^\n]*|/\*.*?\*/)
-      | \$\$.*?\$\$
-      | \$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)\$.*?\$(?P=tag)\$
-      | (?<![A-Za-z0-9_])[Ee]'(?:[^'\\]|\\.|'')*'
-      | '(?:[^']|'')*'""",
-    re.S | re.X,
+# statements verbatim: `ALTER ROLE app PASSWORD 'secret'` or `SET app.token = tok_...` would
+# reach the label as is. normalise() brings every text to that $n form itself: a small lexer
+# (PostgreSQL's rules with standard_conforming_strings on, the default since 9.1) that drops
+# comments, -- and nested /* */, and turns string literals (plain, E'', U&'', B'', X'',
+# dollar-quoted), numbers and the values of SET commands into $n placeholders numbered after
+# the text's own. Quoted identifiers are kept as they are. An unterminated literal or comment
+# runs to the end of the text, as it would for the server, so a cut text cannot open one.
+_IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_PARAM = re.compile(r"\$([0-9]+)")
+_NUMBER = re.compile(
+    r"(?:0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+"
+    r"|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?)"
 )
-REDACTED_LITERAL = "'<redacted>'"
+_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+# SET [SESSION | LOCAL] name {= | TO} value, SET TIME ZONE value, SET ROLE / SESSION
+# AUTHORIZATION value: the value, up to the end of the statement, becomes one placeholder.
+# Only where SET starts a statement or follows ALTER ...: UPDATE's SET column = $1 is DML,
+# already normalised by PostgreSQL, and keeps its shape.
+_SET_VALUE = re.compile(
+    r"""(?P<head>\bSET\s+(?:(?:SESSION|LOCAL)\s+)?
+         (?:(?:TIME\s+ZONE|ROLE|SESSION\s+AUTHORIZATION)\s+
+           |(?:"(?:[^"]|"")*"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:"(?:[^"]|"")*"|[A-Za-z_][\w$]*))*
+            \s*(?:=|\bTO\b)\s*))
+        (?P<value>[^;]*)""",
+    re.I | re.X,
+)
 
 
-def _scrub(m: re.Match[str]) -> str:
-    if m.group("ident"):
-        return m.group(0)
-    if m.group("comment"):
-        return " "
-    return REDACTED_LITERAL
+def _lex(text: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens: kind is "lit" (a constant), "ident" (a quoted identifier), "ws"
+    (a comment or whitespace), or "code" (anything else, one run at a time)."""
+    out: list[tuple[str, str]] = []
+    i, n, code_start = 0, len(text), 0
+
+    def flush(upto: int) -> None:
+        if upto > code_start:
+            out.append(("code", text[code_start:upto]))
+
+    while i < n:
+        c = text[i]
+        after_word = i > 0 and _IDENT_CHAR.match(text[i - 1]) is not None
+        end, kind = i, ""
+        if c == "-" and text.startswith("--", i):
+            nl = text.find("\n", i)
+            end, kind = (n if nl < 0 else nl), "ws"
+        elif c == "/" and text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            end, kind = j, "ws"
+        elif c == '"':
+            end, kind = _quoted_end(text, i, '"', backslash=False), "ident"
+        elif c == "'":
+            end, kind = _quoted_end(text, i, "'", backslash=False), "lit"
+        elif not after_word and c in "EeUuBbXxNn" and i + 1 < n:
+            prefix = 3 if text[i : i + 3].upper() == "U&'" else 0
+            if text[i + 1] == "'":
+                prefix = 1
+            if prefix:
+                backslash = c in "Ee"
+                end, kind = _quoted_end(text, i + prefix, "'", backslash=backslash), "lit"
+            elif text[i : i + 3].upper() == 'U&"':
+                end, kind = _quoted_end(text, i + 2, '"', backslash=False), "ident"
+        elif c == "$" and not after_word:
+            m = _DOLLAR_TAG.match(text, i)
+            if m:
+                close = text.find(m.group(0), m.end())
+                end, kind = (n if close < 0 else close + len(m.group(0))), "lit"
+        elif (c.isdigit() or (c == "." and text[i + 1 : i + 2].isdigit())) and not after_word:
+            m = _NUMBER.match(text, i)
+            if m:
+                end, kind = m.end(), "lit"
+        if kind:
+            flush(i)
+            out.append((kind, text[i:end]))
+            i = code_start = end
+        else:
+            i += 1
+    flush(n)
+    return out
+
+
+def _quoted_end(text: str, start: int, quote: str, backslash: bool) -> int:
+    """Index just past the literal or identifier opening at text[start] (the quote); a
+    doubled quote stays inside, and so does an escaped one where backslashes escape."""
+    i, n = start + 1, len(text)
+    while i < n:
+        c = text[i]
+        if backslash and c == "\\":
+            i += 2
+        elif c == quote:
+            if text.startswith(quote * 2, i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return n
+
+
+_SLOT = "\x00"  # a constant's place until numbering; PostgreSQL texts cannot hold NUL
+_SET_STATEMENT = re.compile(
+    r"\s*(?:SET|ALTER|CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE))\b", re.I
+)
+
+
+def normalise(text: str) -> str:
+    """The statement text in pg_stat_statements' $n form: comments dropped, every constant
+    and every SET value a placeholder, whitespace collapsed."""
+    tokens = _lex(text.replace(_SLOT, " "))
+    used = [int(m.group(1)) for kind, t in tokens if kind == "code" for m in _PARAM.finditer(t)]
+    parts = [_SLOT if kind == "lit" else " " if kind == "ws" else t for kind, t in tokens]
+    flat = re.sub(r"\s+", " ", "".join(parts)).strip()
+    # statements split on ";" (every literal is a slot by now, so a ";" is a separator)
+    flat = ";".join(
+        _SET_VALUE.sub(lambda m: m["head"] + (_SLOT if m["value"].strip() else ""), stmt)
+        if _SET_STATEMENT.match(stmt)
+        else stmt
+        for stmt in flat.split(";")
+    )
+    counter = iter(range(max(used, default=0) + 1, len(flat) + max(used, default=0) + 2))
+    return re.sub(_SLOT, lambda _: f"${next(counter)}", flat)
 
 
 def query_label(text: str, length: int) -> str:
-    """Literals and comments scrubbed (before truncation, which could cut a literal open),
-    registered secrets redacted, whitespace collapsed, cut to `length` characters."""
-    text = redact(_TOKENS.sub(_scrub, text))
-    return re.sub(r"\s+", " ", text).strip()[:length].rstrip()
+    """The normalised text (before truncation, which could cut a literal open), registered
+    secrets redacted, cut to `length` characters."""
+    return redact(normalise(text))[:length].rstrip()
 
 
 def _unavailable_now(target: str, reason: str) -> list[Metric]:
@@ -184,7 +295,7 @@ async def collect(conn, target, settings) -> list[Metric]:
     except psycopg.errors.ObjectNotInPrerequisiteState:
         # "pg_stat_statements must be loaded via shared_preload_libraries"
         return _unavailable_now(t, "the library is not in shared_preload_libraries")
-    slow, top = await cur.fetchone()
+    slow, top, hidden, role = await cur.fetchone()
     if _unavailable.pop(t, None) is not None:
         log.info("pg_stat_statements is available", extra={"target": t})
 
@@ -198,7 +309,16 @@ async def collect(conn, target, settings) -> list[Metric]:
         mean_f.add_metric(labels, total_ms / calls / 1000.0 if calls else 0.0)
         if info_f is not None:
             info_f.add_metric([*labels, query_label(text, settings.query_text_length)], 1)
-    out = [AVAILABLE.one(1, t), SLOW.one(slow, t), calls_f, seconds_f, mean_f]
+    out = [AVAILABLE.one(1, t), calls_f, seconds_f, mean_f]
     if info_f is not None:
         out.append(info_f)
-    return out
+    if hidden:
+        # the slow count and the ranking would silently leave these statements out: the
+        # visible statements' own series are served, the run fails and says why
+        raise PartialFailure(
+            f"cannot see {hidden} statements of other roles in pg_stat_statements: grant "
+            f"pg_read_all_stats (or pg_monitor) to {role}; the slow-statement count is not "
+            "served until then",
+            out,
+        )
+    return [*out, SLOW.one(slow, t)]

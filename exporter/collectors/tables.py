@@ -9,6 +9,9 @@ a reset every non-unique index looks unused and vacuum ages are absent until the
 
 from __future__ import annotations
 
+import logging
+
+import psycopg
 from prometheus_client.core import Metric
 
 from exporter.metrics import spec
@@ -18,27 +21,75 @@ SRC = "collectors/tables.py"
 TT = ("target", "schema", "table")
 T = ("target",)
 
+log = logging.getLogger("exporter.collectors.tables")
+# target -> the tables skipped in its last run, to log a change once
+_skipped: dict[str, list[str]] = {}
+
+# Ranking is lock-free and O(tables) over the catalog only: pg_class.relpages of the heap, its
+# TOAST table and its indexes (kept by VACUUM, ANALYZE and CREATE INDEX; a table none of them
+# visited yet is sized directly on PostgreSQL 14+, and ranks by 0 on 13). Only the top N are
+# then sized exactly with pg_total_relation_size, which opens the table and its indexes under
+# AccessShareLock: a table, TOAST table or index that another session holds in ACCESS
+# EXCLUSIVE mode (ALTER TABLE, VACUUM FULL, REINDEX, LOCK TABLE) -- or waits for, since our
+# request would queue behind that one -- is not sized; its size series is left out, its other
+# series (from the statistics, which take no lock) are served, and it is counted in
+# runbook_pg_tables_size_skipped. pg_locks is read once, only for this database.
 # Temporary tables are left out: they belong to one session and would only churn labels.
-# pg_total_relation_size takes an AccessShareLock on each table: a table held in ACCESS
-# EXCLUSIVE mode (a long ALTER TABLE, VACUUM FULL) makes the run fail after lock_timeout
-# rather than wait, and the series are dropped for that run.
 TABLES_SQL = """
-SELECT s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup,
-       pg_total_relation_size(s.relid) AS size_bytes,
-       extract(epoch FROM now() - greatest(s.last_vacuum, s.last_autovacuum)),
-       extract(epoch FROM now() - greatest(s.last_analyze, s.last_autoanalyze))
-FROM pg_stat_user_tables s
-WHERE s.schemaname !~ '^pg_(toast_)?temp_'
-ORDER BY size_bytes DESC NULLS LAST, s.schemaname, s.relname
-LIMIT %(top_n)s
+WITH locked AS (
+  SELECT DISTINCT l.relation
+  FROM pg_locks l
+  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), locked_tables AS (  -- tables whose heap, TOAST table or an index is locked
+  SELECT relation AS relid FROM locked
+  UNION SELECT c.oid FROM pg_class c JOIN locked ON locked.relation = c.reltoastrelid
+  UNION SELECT x.indrelid FROM pg_index x JOIN locked ON locked.relation = x.indexrelid
+), top AS (
+  SELECT s.relid, s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup,
+         greatest(s.last_vacuum, s.last_autovacuum) AS vacuumed,
+         greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
+         s.relid IN (SELECT relid FROM locked_tables) AS is_locked,
+         CASE
+           -- never vacuumed nor analyzed (PostgreSQL 14+: reltuples -1): relpages says 0
+           -- whatever it holds, so it is sized now (a new table: seldom more than a few)
+           WHEN c.reltuples < 0 AND s.relid NOT IN (SELECT relid FROM locked_tables)
+             THEN pg_total_relation_size(s.relid) / current_setting('block_size')::bigint
+           ELSE c.relpages::bigint + coalesce(t.relpages, 0)
+             + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i
+                         ON i.oid = x.indexrelid WHERE x.indrelid = s.relid), 0)
+         END AS pages
+  FROM pg_stat_user_tables s
+  JOIN pg_class c ON c.oid = s.relid
+  LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+  WHERE s.schemaname !~ '^pg_(toast_)?temp_'
+  ORDER BY pages DESC NULLS LAST, s.schemaname, s.relname
+  LIMIT %(top_n)s
+)
+SELECT schemaname, relname, n_live_tup, n_dead_tup,
+       CASE WHEN is_locked THEN NULL ELSE pg_total_relation_size(relid) END AS size_bytes,
+       extract(epoch FROM now() - vacuumed),
+       extract(epoch FROM now() - analyzed)
+FROM top
+ORDER BY pages DESC NULLS LAST, schemaname, relname
 """
 
 # Unused: never scanned since the statistics were reset, and not needed for correctness
 # (unique, primary key, or backing a constraint such as an exclusion constraint). Invalid
 # indexes (a failed CREATE INDEX CONCURRENTLY) are counted apart and not as unused; an index
-# being built concurrently is briefly invalid too.
+# being built concurrently is briefly invalid too. An index held in ACCESS EXCLUSIVE mode
+# (REINDEX, VACUUM FULL) is sized from relpages instead of opened.
 INDEXES_SQL = """
-SELECT count(*), coalesce(sum(pg_relation_size(ui.indexrelid)), 0),
+WITH locked AS (
+  SELECT DISTINCT l.relation
+  FROM pg_locks l
+  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)
+SELECT count(*),
+  coalesce(sum(CASE WHEN ui.indexrelid IN (SELECT relation FROM locked)
+                    THEN ic.relpages::bigint * current_setting('block_size')::bigint
+                    ELSE pg_relation_size(ui.indexrelid) END), 0),
   (SELECT count(*)
    FROM pg_index i
    JOIN pg_class c ON c.oid = i.indexrelid
@@ -48,6 +99,7 @@ SELECT count(*), coalesce(sum(pg_relation_size(ui.indexrelid)), 0),
      AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)')
 FROM pg_stat_user_indexes ui
 JOIN pg_index i ON i.indexrelid = ui.indexrelid
+JOIN pg_class ic ON ic.oid = ui.indexrelid
 WHERE ui.idx_scan = 0
   AND i.indisvalid
   AND NOT i.indisunique
@@ -112,6 +164,14 @@ UNUSED_BYTES = spec(
     T,
     SRC,
 )
+SIZE_SKIPPED = spec(
+    "runbook_pg_tables_size_skipped",
+    "gauge",
+    "Top-N tables not sized in the last run because another session holds or waits for an "
+    "ACCESS EXCLUSIVE lock on them (their runbook_pg_table_size_bytes is absent).",
+    T,
+    SRC,
+)
 INVALID = spec(
     "runbook_pg_invalid_indexes",
     "gauge",
@@ -126,28 +186,59 @@ def dead_ratio(live: int, dead: int) -> float:
     return dead / total if total > 0 else 0.0
 
 
+async def _rows(conn, top_n: int) -> list[tuple]:
+    """The top N rows. A lock taken between the read of pg_locks and the sizing fails the
+    statement after lock_timeout; the retry sees that lock and skips its table."""
+    for attempt in (1, 2):
+        try:
+            cur = await conn.execute(TABLES_SQL, {"top_n": top_n})
+            return await cur.fetchall()
+        except psycopg.errors.LockNotAvailable:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _report_skipped(target: str, skipped: list[str]) -> None:
+    """Log the locked tables when the set changes, not on every run."""
+    if _skipped.get(target, []) == skipped:
+        return
+    _skipped[target] = skipped
+    if skipped:
+        log.warning(
+            "tables not sized: held or awaited in ACCESS EXCLUSIVE mode by another session",
+            extra={"target": target, "tables": ", ".join(skipped)},
+        )
+    else:
+        log.info("every top-N table sized again", extra={"target": target})
+
+
 async def collect(conn, target, settings) -> list[Metric]:
     t = target.name
-    cur = await conn.execute(TABLES_SQL, {"top_n": settings.top_n})
-    rows = await cur.fetchall()
+    rows = await _rows(conn, settings.top_n)
     fams = {s: s.family() for s in (LIVE, DEAD, DEAD_RATIO, SIZE, VACUUM_AGE, ANALYZE_AGE)}
+    skipped: list[str] = []
     for schema, table, live, dead, size, vacuum_age, analyze_age in rows:
         labels = [t, schema, table]
         live, dead = int(live or 0), int(dead or 0)
         fams[LIVE].add_metric(labels, live)
         fams[DEAD].add_metric(labels, dead)
         fams[DEAD_RATIO].add_metric(labels, dead_ratio(live, dead))
-        if size is not None:  # None: the table was dropped while we looked
+        if size is not None:
             fams[SIZE].add_metric(labels, size)
+        else:  # locked (or dropped while we looked)
+            skipped.append(f"{schema}.{table}")
         if vacuum_age is not None:
             fams[VACUUM_AGE].add_metric(labels, max(float(vacuum_age), 0.0))
         if analyze_age is not None:
             fams[ANALYZE_AGE].add_metric(labels, max(float(analyze_age), 0.0))
+    _report_skipped(t, skipped)
 
     cur = await conn.execute(INDEXES_SQL)
     unused, unused_bytes, invalid = await cur.fetchone()
     return [
         *fams.values(),
+        SIZE_SKIPPED.one(len(skipped), t),
         UNUSED.one(unused, t),
         UNUSED_BYTES.one(unused_bytes, t),
         INVALID.one(invalid, t),

@@ -17,8 +17,18 @@ import jmespath
 import jmespath.exceptions
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
-from exporter.configtypes import Duration, LabelValue, Model, Ratio, ordered_pair, require_unique
-from exporter.secrets import register_secret
+from exporter.configtypes import (
+    MIN_PROBE_INTERVAL,
+    Duration,
+    FieldError,
+    LabelValue,
+    Model,
+    Ratio,
+    at_least,
+    ordered_pair,
+    require_unique,
+)
+from exporter.secrets import register_secret, safe_url
 
 MiB = 1024 * 1024
 DAY = 86400.0
@@ -306,8 +316,8 @@ class EndpointSettings(Model):
     method: Method = "GET"
     headers: dict[str, str | SecretRef] = {}
     basic_auth: BasicAuth | None = None
-    interval: Duration = Field(60.0, gt=0)  # runbook 004: probe every 60 s
-    timeout: Duration | None = Field(None, gt=0)  # None: 10 s, or the interval when shorter
+    interval: Duration = 60.0  # runbook 004: probe every 60 s; at least MIN_PROBE_INTERVAL
+    timeout: Duration | None = None  # None: 10 s, or the interval when shorter
     expected_status: list[StatusCode] = Field([200], min_length=1)
     tls: TLS = TLS()
     follow_redirects: bool = False
@@ -324,6 +334,11 @@ class EndpointSettings(Model):
                 raise ValueError(f"headers: invalid header name {name!r}")
             if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
                 raise ValueError(f"headers: the value of {name} contains a line break or NUL")
+        with FieldError.at("interval"):
+            at_least("interval", self.interval, MIN_PROBE_INTERVAL, "a shorter one floods the app")
+        with FieldError.at("timeout"):
+            if self.timeout is not None:
+                at_least("timeout", self.timeout, 0.001, "no request answers that fast")
         if self.timeout is not None and self.timeout > self.interval:
             raise ValueError(
                 f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
@@ -362,7 +377,7 @@ class Endpoint(EndpointSettings):
     def describe(self) -> str:
         """One line for --check-config; never a header value or password."""
         parts = [
-            f"{self.method} {self.url}",
+            f"{self.method} {safe_url(self.url)}",  # no query string: it may hold a token
             f"every {self.interval:g}s, timeout {self.probe_timeout:g}s",
             f"expect {'/'.join(map(str, self.expected_status))}",
         ]

@@ -5,8 +5,11 @@ Paths are JMESPath (the `jmespath` library), compiled once per endpoint.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
+from array import array
 from typing import Any
 
 import jmespath
@@ -24,18 +27,42 @@ COMPONENT_UP = spec(
     SRC,
 )
 MAX_SHOWN = 80  # characters of a body value quoted in a failure message
+# A health document is a few levels deep. The json module and whatever walks the result
+# (jmespath, ==, json.dumps) recurse once per level: `[` x 300000 would hit RecursionError.
+MAX_DEPTH = 64
+# a JSON string, or an unterminated one running to the end: matched left to right in one pass,
+# so brackets inside strings are skipped in linear time whatever the quotes and escapes
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_BRACKETS = b"[]{}"
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
+_STEP = bytes.maketrans(_BRACKETS, b"\x01\xff\x01\xff")  # +1 / -1 as signed bytes
 
 
 class JSONFailure(Exception):
     pass
 
 
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings, found without parsing."""
+    skeleton = _STRING_RE.sub(b"", text.encode("utf-8", "surrogatepass"))
+    steps = skeleton.translate(_STEP, _NOT_BRACKETS)
+    return max(itertools.accumulate(array("b", steps), initial=0))
+
+
 def parse(body: bytes | None) -> Any:
     if not body:
         raise JSONFailure("empty body, JSON expected")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        # what json.loads(bytes) does: UTF-8, -16 or -32, told by the first bytes
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as e:
+        raise JSONFailure(f"invalid JSON: {e}") from None
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise JSONFailure(f"JSON nested {depth} levels deep, above {MAX_DEPTH}; not parsed")
+    try:
+        return json.loads(text)
+    except ValueError as e:
         raise JSONFailure(f"invalid JSON: {e}") from None
 
 

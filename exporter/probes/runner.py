@@ -1,8 +1,10 @@
 """Probe jobs: one scheduler Job per endpoint, each with its own Prober holding the state that
 must survive between runs (counters, histogram, consecutive failures, last success).
 
-A probe failure is a result, not an error: run() returns runbook_probe_success 0 and the
-reason, and never raises for it. The Job's timeout sits above the probe's own as a safety net.
+A probe failure is a result, not an error: probe() returns runbook_probe_success 0 and the
+reason, and never raises. An exception while judging the response (a JMESPath expression that
+does not fit the document, a bug) is the failure reason check_error, logged, with every series
+of the endpoint still served. The Job's timeout sits above the probe's own as a safety net.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ FAILURE_REASON = spec(
     "runbook_probe_failure_reason",
     "gauge",
     "1 for the reason the last probe failed, 0 for the other reasons of the fixed set "
-    "(connect, timeout, tls, status, body_too_large, json, assertion); all 0 on success or "
-    "when the request could not be built (a secret could not be read, see the log).",
+    "(connect, timeout, tls, status, body_too_large, encoding, json, assertion, check_error); "
+    "all 0 on success or when the request could not be built (a secret could not be read, see "
+    "the log).",
     ("app", "endpoint", "reason"),
     SRC,
 )
@@ -113,9 +116,13 @@ class Prober:
         self.app, self.ep, self.clients = app.name, ep, clients
         self.labels = [app.name, ep.name]
         self.checker = Checker(ep.assertions)
-        self.components = ComponentReader(ep.components) if ep.components else None
-        self.pool = PoolReader(ep.pool) if ep.pool else None
-        self.metrics = AppMetricsReader(ep.metrics)
+        self.readers: list[tuple[str, Any]] = []  # (what, reader with .families(doc, ...))
+        if ep.components:
+            self.readers.append(("reading the components", ComponentReader(ep.components)))
+        if ep.pool:
+            self.readers.append(("reading the pool", PoolReader(ep.pool)))
+        if ep.metrics:
+            self.readers.append(("reading the app metrics", AppMetricsReader(ep.metrics)))
         self.requests = 0
         self.failures = 0
         self.consecutive = 0
@@ -127,29 +134,43 @@ class Prober:
         self.last_reason: str | None = "never"  # for logging state changes only
 
     async def probe(self) -> list[Metric]:
-        res = await fetch(self.ep, self.clients)
-        doc, failure = self._judge(res)
+        try:
+            res = await fetch(self.ep, self.clients)
+        except Exception as e:  # fetch turns probe failures into results; this is a bug
+            res = HTTPResult(failure=_check_error("fetching", e))
+        readings, failure = self._judge(res)
         self._account(res, failure)
-        return self._families(res, doc, failure)
+        return self._families(res, readings, failure)
 
-    def _judge(self, res: HTTPResult) -> tuple[Any, ProbeFailure | None]:
-        """The probe's outcome, first failure wins: transport, status, size, JSON, assertion."""
+    def _judge(self, res: HTTPResult) -> tuple[list[Metric], ProbeFailure | None]:
+        """The probe's outcome, first failure wins: transport, status, size, encoding, JSON,
+        assertion; an exception while judging wins over all but transport (check_error).
+        Returns the readings (components, pool, app metrics) too."""
         failure = res.failure
         status_ok = res.status in self.ep.expected_status  # set whenever res.responded
         if res.responded and not status_ok and (failure is None or failure.reason != "timeout"):
             failure = ProbeFailure("status", f"status {res.status} is not expected")
-        doc: Any = None
-        if res.body is not None and (failure is None or failure.reason == "status"):
+        if res.body is None or (failure is not None and failure.reason != "status"):
+            return [], failure
+        step = "parsing the body"
+        try:
             try:
                 doc = parse(res.body)
             except JSONFailure as e:
-                if failure is None:
-                    failure = ProbeFailure("json", str(e))
-        if failure is None and doc is not None:
-            problems = self.checker.failures(doc)
-            if problems:
-                failure = ProbeFailure("assertion", "; ".join(problems))
-        return doc, failure
+                return [], failure or ProbeFailure("json", str(e))
+            if failure is None:
+                step = "checking the assertions"
+                problems = self.checker.failures(doc)
+                if problems:
+                    failure = ProbeFailure("assertion", "; ".join(problems))
+            # read even from a failed probe's body: a 503 health document says what is down
+            readings: list[Metric] = []
+            for what, reader in self.readers:
+                step = what
+                readings += reader.families(doc, *self.labels)
+        except Exception as e:  # RecursionError, a JMESPath type error: judged as failed
+            return [], _check_error(step, e)
+        return readings, failure
 
     def _account(self, res: HTTPResult, failure: ProbeFailure | None) -> None:
         self.requests += 1
@@ -185,7 +206,9 @@ class Prober:
             )
             self.last_reason = reason
 
-    def _families(self, res: HTTPResult, doc: Any, failure: ProbeFailure | None) -> list[Metric]:
+    def _families(
+        self, res: HTTPResult, readings: list[Metric], failure: ProbeFailure | None
+    ) -> list[Metric]:
         labels = self.labels
         fams = [
             SUCCESS.one(0 if failure else 1, *labels),
@@ -216,14 +239,12 @@ class Prober:
             fams.append(LAST_SUCCESS.one(self.last_success, *labels))
         if self.cert_expiry is not None:
             fams.append(CERT_EXPIRY.one(self.cert_expiry, *labels))
-        if doc is not None:
-            # read even from a failed probe's body: a 503 health document says what is down
-            if self.components is not None:
-                fams += self.components.families(doc, *labels)
-            if self.pool is not None:
-                fams += self.pool.families(doc, *labels)
-            fams += self.metrics.families(doc, *labels)
-        return fams
+        return fams + readings
+
+
+def _check_error(step: str, exc: BaseException) -> ProbeFailure:
+    text = redact(f"{type(exc).__name__}: {exc}")
+    return ProbeFailure("check_error", f"{step}: {text[:300]}")
 
 
 def probe_jobs(apps: list[App], clients: Clients) -> list[Job]:
@@ -233,7 +254,7 @@ def probe_jobs(apps: list[App], clients: Clients) -> list[Job]:
         for ep in app.endpoints:
             # build SSL contexts now, off the event loop; a bad file is reported by the probe
             with contextlib.suppress(Exception):
-                clients.get(ep.tls, ep.max_redirects)
+                clients.get(ep.tls)
             prober = Prober(app, ep, clients)
             jobs.append(
                 Job(

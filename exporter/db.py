@@ -140,6 +140,7 @@ class TargetDB:
         self._next_attempt = 0.0
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
+        self._connected = asyncio.Event()  # set and replaced on every new session
         self._longest_timeout = max(
             [target.timeout_of(s) for _, s in target.enabled_collectors()],
             default=target.collect_timeout,
@@ -225,10 +226,16 @@ class TargetDB:
             )
             raise TargetUnavailable(f"cannot connect: {self.last_error}") from None
 
+    async def reconnected(self) -> None:
+        """Completes when the next new session is installed (a job's wake, scheduler.Job)."""
+        await self._connected.wait()
+
     def _install(self, conn: psycopg.AsyncConnection) -> None:
         """Make `conn` the target's session; called with the lock held."""
         self.conn = conn
         self.up = 1
+        woken, self._connected = self._connected, asyncio.Event()
+        woken.set()
         self._backoff = BACKOFF_MIN
         self.last_error = None
         t = self.target

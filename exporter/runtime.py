@@ -30,7 +30,7 @@ from exporter.probes.config import Endpoint
 from exporter.probes.http import Clients
 from exporter.probes.runner import SUCCESS as PROBE_SUCCESS
 from exporter.probes.runner import probe_jobs
-from exporter.scheduler import Job, Scheduler, Store
+from exporter.scheduler import Job, Scheduler, Store, sane_timing
 from exporter.secrets import redact
 
 log = logging.getLogger("exporter")
@@ -107,10 +107,21 @@ def _db_job(db: TargetDB, name: str, settings, delay: float) -> Job:
     t = db.target
 
     async def run() -> list[Metric]:
-        async with db.connection() as conn:
+        # the run's budget as the scheduler enforces it, so the connection's watchdog fires
+        # just before the scheduler gives up (see db.TargetDB.connection)
+        async with db.connection(budget) as conn:
             return await collect(conn, t, settings)
 
-    return Job((t.name, name), t.interval_of(settings), t.timeout_of(settings), run, delay)
+    job = Job(
+        (t.name, name),
+        t.interval_of(settings),
+        t.timeout_of(settings),
+        run,
+        delay,
+        wake=db.reconnected,
+    )
+    budget = sane_timing(job)[1]
+    return job
 
 
 def _target_jobs(db: TargetDB) -> list[Job]:

@@ -69,6 +69,9 @@ class Job:
     # families to serve when a run raised, timed out or its loop died (a probe's success 0),
     # so the job's series say "failed" instead of vanishing; None: serve nothing
     on_error: Callable[[str], list[Metric]] | None = None
+    # completes when the job should run before its next tick (its database is back), so fresh
+    # data follows a reconnect within seconds instead of up to one interval later
+    wake: Callable[[], Awaitable[None]] | None = None
 
     @property
     def kind(self) -> str:
@@ -346,8 +349,21 @@ class Scheduler:
             now = loop.time()
             if next_at <= now:  # overran: skip the missed ticks instead of bursting
                 next_at += math.ceil((now - next_at) / interval) * interval
-            await asyncio.sleep(next_at - now)
-            next_at += interval
+            if not await _pause(job, next_at - now):
+                next_at += interval  # reached the tick; a wake keeps it for the run after
+
+
+async def _pause(job: Job, seconds: float) -> bool:
+    """Sleep until the next tick; True when the job's wake came first."""
+    if job.wake is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        async with asyncio.timeout(seconds):
+            await job.wake()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _error_families(job: Job, error: str) -> list[Metric]:

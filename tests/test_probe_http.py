@@ -331,3 +331,33 @@ def test_method_and_404(server, run_exporter):
     assert s.value("runbook_probe_success", app="web", endpoint="post") == 1
     with server.lock:
         assert set(server.methods["/submit"]) == {"POST"}
+
+
+def test_an_encrypted_client_key_fails_the_probe_instead_of_prompting(tmp_path):
+    """A key replaced by an encrypted one after load: ssl must not ask for a passphrase on a
+    terminal (which would block the collection loop); the probe fails with reason tls."""
+    import asyncio
+
+    from cryptography.hazmat.primitives import serialization
+
+    from exporter.probes.config import TLS
+    from exporter.probes.http import Clients
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    tls = TLS.model_construct(
+        ca_file=None, cert_file=cert_file, key_file=key_file, insecure_skip_verify=False
+    )
+    clients = Clients()
+    with pytest.raises(ssl.SSLError):
+        clients.get(tls)
+    asyncio.run(clients.aclose())

@@ -340,3 +340,38 @@ def test_a_run_that_swallows_its_cancellation_is_abandoned_not_waited_for(caplog
     assert st.runs_total == st.errors_total >= 3 and swallowed >= 3
     assert st.last.error == "timed out after 0.1s"
     assert any("ignored its cancellation" in r.getMessage() for r in caplog.records)
+
+
+def test_wake_runs_a_job_before_its_next_tick():
+    """A reconnect (TargetDB.reconnected) wakes the target's jobs, so fresh data follows the
+    database's return at once instead of up to one interval later."""
+    starts: list[float] = []
+
+    async def run() -> list:
+        starts.append(time.monotonic())
+        return []
+
+    async def main() -> None:
+        events = [asyncio.Event()]
+
+        async def wake() -> None:  # one-shot, like TargetDB.reconnected
+            await events[-1].wait()
+
+        s = Scheduler(Store())
+        s.add(Job(("t", "c"), interval=30, timeout=1, run=run, wake=wake))
+        stop = asyncio.Event()
+        task = asyncio.create_task(s.run(stop))
+        await asyncio.sleep(0.3)
+        assert len(starts) == 1  # the first run; the next tick is 30 s away
+        events.append(asyncio.Event())
+        events[-2].set()
+        for _ in range(50):  # bounded: 5 s, far below the 30 s tick
+            if len(starts) == 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        assert len(starts) == 2  # woken once: one more run, long before the tick
+
+    asyncio.run(main())

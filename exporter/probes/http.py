@@ -67,7 +67,10 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 
         ctx = ssl.create_default_context(cafile=certifi.where())
     if tls.cert_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        # an encrypted key (swapped in after the config was checked) fails here instead of
+        # letting OpenSSL prompt for a passphrase on a terminal and block the probes
+        key = str(tls.key_file) if tls.key_file else None
+        ctx.load_cert_chain(str(tls.cert_file), key, password=lambda: b"")
     if tls.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -92,3 +92,16 @@ def assert_promtool_clean(text: str) -> None:
         timeout=30,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def encrypted_key_pem(key_pem: bytes, passphrase: bytes = b"passphrase") -> bytes:
+    """The private key in `key_pem` encrypted with a passphrase: what must fail to load (with an
+    error, never a passphrase prompt on the terminal) wherever the exporter reads keys."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_pem, None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )

@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from exporter.pgserver import free_port
+from tests.helpers import encrypted_key_pem
 from tests.test_probe_support import (
     LocalServer,
     apps_config,
@@ -338,22 +339,13 @@ def test_an_encrypted_client_key_fails_the_probe_instead_of_prompting(tmp_path):
     terminal (which would block the collection loop); the probe fails with reason tls."""
     import asyncio
 
-    from cryptography.hazmat.primitives import serialization
-
     from exporter.probes.config import TLS
     from exporter.probes.http import Clients
 
     cert = trustme.CA().issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"passphrase"),
-        )
-    )
+    key_file.write_bytes(encrypted_key_pem(cert.private_key_pem.bytes()))
     tls = TLS.model_construct(
         ca_file=None, cert_file=cert_file, key_file=key_file, insecure_skip_verify=False
     )

@@ -30,6 +30,7 @@ from exporter.runtime import Exporter
 from exporter.scheduler import JobResult
 from exporter.server import NOFILE_CEILING, HTTPServer, Limits, parse_listen_address
 from exporter.webconfig import WebConfigError, load_web_config
+from tests.helpers import encrypted_key_pem
 
 CONFIG = """
 apps:
@@ -555,15 +556,7 @@ def test_tls_handshake_that_never_comes_is_cut_off(start, tls_files, tmp_path):
 
 
 def test_encrypted_key_is_an_error_not_a_prompt(tls_files, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(tls_files["key"].read_bytes(), None)
-    encrypted = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"passphrase"),
-    )
-    (tmp_path / "enc.key").write_bytes(encrypted)
+    (tmp_path / "enc.key").write_bytes(encrypted_key_pem(tls_files["key"].read_bytes()))
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: enc.key\n")
     with pytest.raises(WebConfigError, match="cert_file/key_file: cannot load"):

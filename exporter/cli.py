@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "logfmt"))
     if args.command == "demo":
-        from exporter.demo import run_demo
+        from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
     config = _load(args.config_file, check_only=args.check_config)

@@ -397,7 +397,7 @@ def test_amtool_routes(labels: str, receiver: str) -> None:
 def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
     """A real Alertmanager with the shipped config (receivers pointed at a local sink, timers
     shortened): which alerts are delivered where, and which are inhibited."""
-    from exporter import devstack
+    from exporter.demo import devstack
 
     with devstack.WebhookSink() as sink:
         doc = devstack.rewrite_alertmanager_config(

@@ -36,7 +36,7 @@ import yaml
 
 from exporter import __version__
 from exporter.config import parse_config
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from exporter.server import DEFAULT_PORT
 from tests.helpers import Scrape
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from tests.test_probe_support import (
     LocalServer,
     apps_config,

@@ -17,8 +17,8 @@ import psycopg
 import yaml
 
 from exporter.config import Config, parse_config
-from exporter.pgserver import LocalPostgres
-from exporter.sampleapp import SampleApp
+from exporter.demo.pgserver import LocalPostgres
+from exporter.demo.sampleapp import SampleApp
 
 log = logging.getLogger("exporter.demo")
 INCIDENTS = ("backlog", "stuck", "retries", "pool", "slow", "down")
@@ -69,8 +69,8 @@ def init_sql() -> str:
     return (
         "-- runbook 000's job queue, seeded healthy as in `runbook-exporter demo`"
         " (deploy/compose.yaml).\n"
-        "-- Generated from exporter/demo.py: python -c 'from exporter.demo import init_sql;"
-        ' print(init_sql(), end="")\'\n'
+        "-- Generated from exporter/demo/run.py:"
+        " python -c 'from exporter.demo.run import init_sql; print(init_sql(), end=\"\")'\n"
         "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;\n" + SCHEMA + SEED
     )
 
@@ -238,7 +238,7 @@ def _announce(port: int, host: str) -> None:
 def _start_stack(port: int) -> list:
     """Prometheus and Alertmanager with the shipped rules, when installed (scripts/setup.sh
     installs them): `for:` capped at 30 s so an injected incident alerts within a minute."""
-    from exporter import devstack
+    from exporter.demo import devstack
 
     if not devstack.tools_available():
         print(

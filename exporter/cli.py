@@ -7,17 +7,12 @@ Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failur
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.server import DEFAULT_PORT
-
-log = logging.getLogger("exporter")
+from exporter.serving import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,48 +120,6 @@ def _load(path: str, check_only: bool = False) -> Config:
     for warning in config.warnings:
         print(f"warning: {warning} (the exporter will not start without it)", file=sys.stderr)
     return config
-
-
-def serve(
-    config: Config,
-    listen: str,
-    stop: threading.Event | None = None,
-    announce: Callable[[int, str], None] | None = None,
-    config_file: str | None = None,
-) -> int:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
-    from exporter.runtime import Exporter
-    from exporter.server import HTTPServer
-
-    exporter = Exporter(config, config_file)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # before anything starts: SIGHUP's default action would end the process silently
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
-    try:
-        server = HTTPServer(exporter, listen)
-    except (OSError, ValueError) as e:
-        log.error("cannot listen", extra={"address": listen, "error": str(e)})
-        return 1
-    exporter.start()
-    server.start()
-    log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
-    if announce:
-        announce(server.port, server.httpd.server_address[0])
-    stop.wait()
-    log.info("shutting down")
-    server.stop()
-    exporter.stop()
-    return 0
-
-
-def _reload_in_background(reload: Callable[[], tuple[bool, str]]) -> None:
-    """Off the signal handler: a reload waits on the collection loop, and a second SIGHUP
-    arriving meanwhile must queue behind it (Exporter.reload serialises), not deadlock."""
-    threading.Thread(target=reload, name="reload", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import yaml
 from exporter.config import Config, parse_config
 from exporter.demo.pgserver import LocalPostgres
 from exporter.demo.sampleapp import SampleApp
+from exporter.serving import serve
 
 log = logging.getLogger("exporter.demo")
 INCIDENTS = ("backlog", "stuck", "retries", "pool", "slow", "down")
@@ -186,8 +187,6 @@ def sample_app_config(base: str) -> dict:
 
 
 def run_demo(listen: str, incidents: list[str], duration: float, with_stack: bool = True) -> int:
-    from exporter.cli import serve
-
     unknown = [i for i in incidents if i not in INCIDENTS]
     if unknown:
         print(f"error: unknown incident(s) {unknown}; choose from {list(INCIDENTS)}")

@@ -37,8 +37,10 @@ import yaml
 
 from exporter.demo.pgserver import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-ALERTS_DIR = REPO / "alerts"
+# The shipped rules, read from the source checkout this file sits in (exporter/demo/ in it).
+# The wheel carries no alerts/: installed without the repository there are none here, and the
+# demo runs without Prometheus and Alertmanager (it says so).
+ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
 LOOPBACK = "127.0.0.1"
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from probe_bench import DelayServer  # noqa: E402
 
-from exporter.pgserver import free_port  # noqa: E402
+from exporter.demo.pgserver import free_port  # noqa: E402
 
 BLACKBOX = "prometheus-blackbox-exporter"
 SAMPLE = re.compile(

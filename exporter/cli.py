@@ -7,17 +7,12 @@ Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failur
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.server import DEFAULT_PORT
-
-log = logging.getLogger("exporter")
+from exporter.serving import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,56 +140,13 @@ def _load_web(path: str) -> None:
         raise SystemExit(2) from None
 
 
-def serve(
-    config: Config,
-    listen: str | list[str],
-    stop: threading.Event | None = None,
-    announce: Callable[[int, str], None] | None = None,
-    config_file: str | None = None,
-    web_config: str | None = None,
-) -> int:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
-    from exporter.runtime import Exporter
-    from exporter.server import HTTPServer
-
-    exporter = Exporter(config, config_file)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # before anything starts: SIGHUP's default action would end the process silently
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
-    try:
-        server = HTTPServer(exporter, listen, web_config=web_config, reload=exporter.reload)
-    except (OSError, ValueError, ConfigError) as e:
-        log.error("cannot listen", extra={"address": listen, "error": str(e)})
-        return 1
-    exporter.start()
-    server.start()
-    log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
-    if announce:
-        announce(server.port, server.address[0])
-    stop.wait()
-    log.info("shutting down")
-    server.stop()
-    exporter.stop()
-    return 0
-
-
-def _reload_in_background(reload: Callable[[], tuple[bool, str]]) -> None:
-    """Off the signal handler: a reload waits on the collection loop, and a second SIGHUP
-    arriving meanwhile must queue behind it (Exporter.reload serialises), not deadlock."""
-    threading.Thread(target=reload, name="reload", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from exporter import logs
 
     logs.setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "logfmt"))
     if args.command == "demo":
-        from exporter.demo import run_demo
+        from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
     config = _load(args.config_file, check_only=args.check_config)

@@ -20,10 +20,10 @@ import promql_parser
 import pytest
 import yaml
 
-from exporter import rulegen
 from exporter.collectors import DB_COLLECTORS
 from exporter.metrics import load_all_specs
 from tests.helpers import Scrape, tool
+from tools import rulegen
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -397,7 +397,7 @@ def test_amtool_routes(labels: str, receiver: str) -> None:
 def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
     """A real Alertmanager with the shipped config (receivers pointed at a local sink, timers
     shortened): which alerts are delivered where, and which are inhibited."""
-    from exporter import devstack
+    from exporter.demo import devstack
 
     with devstack.WebhookSink() as sink:
         doc = devstack.rewrite_alertmanager_config(
@@ -486,7 +486,7 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
 
 
 def test_prometheusrule_rendering_is_current_and_identical_in_content() -> None:
-    assert rulegen.OUT.read_text() == rulegen.render(), "stale: python -m exporter.rulegen"
+    assert rulegen.OUT.read_text() == rulegen.render(), "stale: python -m tools.rulegen"
     objs = list(yaml.safe_load_all(rulegen.OUT.read_text()))
     assert [o["metadata"]["name"] for o in objs] == [
         f"runbook-exporter-{f.name.removesuffix('.rules.yml')}" for f in rule_files()

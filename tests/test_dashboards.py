@@ -18,7 +18,7 @@ import promql_parser
 import pytest
 import yaml
 
-from exporter.devstack import DevStack, iter_rules
+from exporter.demo.devstack import DevStack, iter_rules
 from exporter.metrics import load_all_specs
 from tests import incidents
 

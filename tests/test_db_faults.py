@@ -29,7 +29,7 @@ from psycopg.conninfo import make_conninfo
 
 from exporter.collectors import DB_COLLECTORS
 from exporter.db import APPLICATION_NAME
-from exporter.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres
 from tests.helpers import Scrape
 from tests.test_least_privilege import ROLE, apply_role_sql
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from tests.helpers import wait_for
 
 COLLECTORS = ("connections", "database", "queues", "tables", "statements")

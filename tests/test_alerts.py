@@ -70,7 +70,7 @@ VALUELESS = {
 
 def rule_files() -> list[Path]:
     files = sorted(ALERTS.glob("*.rules.yml"))
-    assert len(files) == 7, [f.name for f in files]  # the seven areas of issue 5
+    assert files, f"no rule files in {ALERTS}"
     return files
 
 

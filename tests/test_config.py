@@ -14,7 +14,16 @@ BASE = "targets:\n  - name: app\n    dsn: postgresql://monitor@localhost/app\n"
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("2d", 172800), (45, 45)],
+    [
+        ("250ms", 0.25),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),  # Prometheus units too: devstack reads rule files with it
+        ("1y", 31536000),
+        (45, 45),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds

@@ -38,7 +38,7 @@ from exporter import __version__
 from exporter.config import parse_config
 from exporter.demo.pgserver import free_port
 from exporter.server import DEFAULT_PORT
-from tests.helpers import Scrape
+from tests.helpers import Scrape, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -51,14 +51,6 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPT = "runbook-exporter"
 # sha256 of the Apache License 2.0 text as published at apache.org/licenses/LICENSE-2.0.txt
 APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
-
-
-def tool(name: str) -> str:
-    """A tool from the venv (PyPI wheels) or PATH (Debian packages); missing means failing."""
-    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    pytest.fail(f"{name} not found: run `bash scripts/setup.sh` (pyproject test extra / apt)")
 
 
 # --- Dockerfile parsing ------------------------------------------------------------------

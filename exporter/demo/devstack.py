@@ -19,7 +19,6 @@ import contextlib
 import copy
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 import httpx
 import yaml
 
+from exporter.configtypes import parse_duration
 from exporter.demo.pgserver import free_port
 
 # The shipped rules, read from the source checkout this file sits in (exporter/demo/ in it).
@@ -82,22 +82,6 @@ def tools_available() -> bool:
 
 
 # --- durations ---------------------------------------------------------------------------
-
-_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_RE = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-
-
-def parse_duration(text: str | int | float) -> float:
-    """A Prometheus duration ("1h30m", "90s", "250ms") in seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    s = text.strip()
-    if s == "0":
-        return 0.0
-    parts = _DURATION_RE.findall(s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * (0.001 if u == "ms" else _DURATION_UNITS[u]) for n, u in parts)
 
 
 def format_duration(seconds: float) -> str:

@@ -323,6 +323,7 @@ def incident_scrape(fresh_db: str, run_exporter: Any, tmp_path: Path) -> Iterato
         yield ex.wait_for(complete, timeout=60, what="a complete scrape during incidents")
 
 
+@pytest.mark.slow
 def test_every_series_a_rule_uses_is_served_during_incidents(incident_scrape: Scrape) -> None:
     s = incident_scrape
     problems = []
@@ -394,6 +395,7 @@ def test_amtool_routes(labels: str, receiver: str) -> None:
     assert r.stdout.strip() == receiver
 
 
+@pytest.mark.slow
 def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
     """A real Alertmanager with the shipped config (receivers pointed at a local sink, timers
     shortened): which alerts are delivered where, and which are inhibited."""

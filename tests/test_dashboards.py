@@ -293,6 +293,7 @@ def assert_status_levels(prom: Any, timeout: float = 20) -> None:
             time.sleep(1)
 
 
+@pytest.mark.slow
 def test_every_panel_query_returns_data_during_a_seeded_incident(
     fresh_db: str, run_exporter: Callable[[dict], Any], tmp_path: Path
 ) -> None:

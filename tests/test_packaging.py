@@ -378,6 +378,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     return Image(root, root / "dist", root / "opt" / "runbook-exporter", env)
 
 
+@pytest.mark.slow
 def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
     wheels = list(image.dist.glob("*.whl"))
     assert [w.name for w in wheels] == [f"runbook_exporter-{__version__}-py3-none-any.whl"]
@@ -400,6 +401,7 @@ def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
     assert {"exporter/serving.py", "exporter/demo/run.py"} <= repo_modules
 
 
+@pytest.mark.slow
 def test_image_runs_the_demo_modules_compose_starts(image: Image):
     """deploy/compose.yaml runs the sample app and the webhook sink from the image; installed
     without the repository, the demo skips Prometheus and Alertmanager and says why."""
@@ -428,6 +430,7 @@ def test_image_runs_the_demo_modules_compose_starts(image: Image):
     assert r.stdout.strip().endswith("[]")
 
 
+@pytest.mark.slow
 def test_image_virtualenv_runs_version_and_check_config(image: Image, tmp_path: Path):
     r = image.run("--version")
     assert r.returncode == 0, r.stderr
@@ -478,6 +481,7 @@ def snapshot(tree: Path) -> dict[str, tuple[int, float]]:
     }
 
 
+@pytest.mark.slow
 def test_image_serves_its_healthcheck_and_writes_nothing(image: Image, tmp_path: Path):
     port = free_port()
     config = tmp_path / "config.yml"
@@ -527,6 +531,7 @@ def test_image_serves_its_healthcheck_and_writes_nothing(image: Image, tmp_path:
     assert r.returncode != 0, "the healthcheck must fail when nothing answers"
 
 
+@pytest.mark.slow
 def test_image_virtualenv_is_small_and_has_no_installer(image: Image):
     size = sum(
         p.stat().st_size for p in image.venv.rglob("*") if p.is_file() and not p.is_symlink()
@@ -788,6 +793,7 @@ def test_systemd_environment_file_defines_what_the_example_config_reads():
     assert referenced <= env.keys()
 
 
+@pytest.mark.slow
 def test_systemd_analyze_verify(image: Image, tmp_path: Path):
     text = UNIT.read_text()
     (exec_start,) = unit_values("Service", "ExecStart")

@@ -170,6 +170,7 @@ def _rss() -> int:
     return int(fields[1]) * 4096
 
 
+@pytest.mark.slow
 def test_100mb_body_is_capped_and_memory_stays_flat(server, run_exporter):
     total = 100 * 1024 * 1024
     server.routes["/big"] = server.stream_route(total)

@@ -94,6 +94,9 @@ def format_duration(seconds: float) -> str:
 # --- test-time rewrites of the shipped files --------------------------------------------
 
 
+FIRST_SCRAPE_WAIT = 15.0  # seconds the stack waits for its first scrape before loading rules
+
+
 def shorten_rules(doc: dict, max_for: float) -> dict:
     """A copy of a rules document with every `for:`/`keep_firing_for:` cut to at most max_for.
 
@@ -427,8 +430,17 @@ class Prometheus(_Server):
             # resend firing alerts every second, not every minute: Alertmanager learns quickly
             "--rules.alert.resend-delay=1s",
             "--log.level=warn",
+            "--web.enable-lifecycle",  # POST /-/reload: rules are loaded after the first scrape
         ]
         super().__init__(cmd, port, workdir)
+
+    def reload(self) -> None:
+        httpx.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+
+    def targets_scraped(self) -> bool:
+        """Every target scraped at least once, up or not."""
+        active = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return bool(active) and all(t["health"] in ("up", "down") for t in active)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         """An instant query's result (vector: a list of {metric, value})."""
@@ -534,20 +546,25 @@ class DevStack:
             self._start_alertmanager()
         rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
         prom_file = self.workdir / "prometheus.yml"
-        prom_file.write_text(
-            yaml.safe_dump(
-                prometheus_config(
-                    self.scrape_targets,
-                    self.alertmanager.address if self.alertmanager else None,
-                    rule_files,
-                    self.interval,
-                    self.interval,
-                ),
-                sort_keys=False,
-            )
-        )
+
+        def write_config(rules: list[Path]) -> None:
+            am = self.alertmanager.address if self.alertmanager else None
+            config = prometheus_config(self.scrape_targets, am, rules, self.interval, self.interval)
+            prom_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+        # Rules come in only once every target has been scraped: before the first scrape,
+        # absent(up) is true, and with `for:` cut to seconds a slow first scrape on a loaded
+        # machine would page RunbookExporterDown although nothing is down. A Prometheus that
+        # has run for a while (every real one) never evaluates before its first scrape.
+        write_config([])
         self.prometheus = Prometheus(prom_file, self.workdir)
         self.prometheus.start()
+        with contextlib.suppress(AssertionError):  # a target that never answers: "down" later
+            self.prometheus.wait_until(
+                self.prometheus.targets_scraped, FIRST_SCRAPE_WAIT, "the first scrape"
+            )
+        write_config(rule_files)
+        self.prometheus.reload()
 
     def _start_alertmanager(self) -> None:
         if not self.alertmanager_config.is_file():

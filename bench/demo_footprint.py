@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 
 
 def rss_kib(pid: int) -> int:

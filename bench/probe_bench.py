@@ -37,7 +37,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from exporter.probes.runner import jitter
 
 APPS = 10

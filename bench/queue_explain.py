@@ -3,7 +3,7 @@ recommends. Run by hand (not in CI; 5M rows take a few minutes):
 
     .venv/bin/python bench/queue_explain.py [--sizes 100000,5000000] [--runs 5] [--no-write]
 
-Starts a throwaway PostgreSQL (exporter.pgserver.LocalPostgres), builds a runbook-000-style
+Starts a throwaway PostgreSQL (exporter.demo.pgserver.LocalPostgres), builds a runbook-000-style
 processing_jobs table per size -- mostly completed jobs spread over 30 days, 300 pending, 50
 processing (10 of them stuck), 0.1 % failed (half out of retries), active rows scattered over
 the heap as updates leave them -- plus a 20-row dead-letter table. For three index setups (the
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from exporter import doctor  # noqa: E402
 from exporter.collectors import queues as qc  # noqa: E402
 from exporter.config import parse_config  # noqa: E402
-from exporter.pgserver import LocalPostgres  # noqa: E402
+from exporter.demo.pgserver import LocalPostgres  # noqa: E402
 
 DOC = ROOT / "docs" / "queues.md"
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"

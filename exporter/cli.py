@@ -7,17 +7,12 @@ Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failur
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.server import DEFAULT_PORT
-
-log = logging.getLogger("exporter")
+from exporter.serving import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=f":{DEFAULT_PORT}",
-        help="address to serve /metrics on (default: %(default)s)",
+        action="append",
+        help=f"address to serve /metrics on, host:port or [v6]:port; repeatable "
+        f"(default: :{DEFAULT_PORT}, every interface, IPv4 and IPv6)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth settings in the Prometheus exporter-toolkit format "
+        "(docs/security.md); reread when it changes",
     )
     p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
@@ -127,46 +130,14 @@ def _load(path: str, check_only: bool = False) -> Config:
     return config
 
 
-def serve(
-    config: Config,
-    listen: str,
-    stop: threading.Event | None = None,
-    announce: Callable[[int, str], None] | None = None,
-    config_file: str | None = None,
-) -> int:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
-    from exporter.runtime import Exporter
-    from exporter.server import HTTPServer
+def _load_web(path: str) -> None:
+    from exporter.webconfig import load_web_config
 
-    exporter = Exporter(config, config_file)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # before anything starts: SIGHUP's default action would end the process silently
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
     try:
-        server = HTTPServer(exporter, listen)
-    except (OSError, ValueError) as e:
-        log.error("cannot listen", extra={"address": listen, "error": str(e)})
-        return 1
-    exporter.start()
-    server.start()
-    log.info("listening", extra={"address": listen, "port": server.port, "version": __version__})
-    if announce:
-        announce(server.port, server.httpd.server_address[0])
-    stop.wait()
-    log.info("shutting down")
-    server.stop()
-    exporter.stop()
-    return 0
-
-
-def _reload_in_background(reload: Callable[[], tuple[bool, str]]) -> None:
-    """Off the signal handler: a reload waits on the collection loop, and a second SIGHUP
-    arriving meanwhile must queue behind it (Exporter.reload serialises), not deadlock."""
-    threading.Thread(target=reload, name="reload", daemon=True).start()
+        load_web_config(path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "logfmt"))
     if args.command == "demo":
-        from exporter.demo import run_demo
+        from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
     config = _load(args.config_file, check_only=args.check_config)
+    if getattr(args, "web_config_file", None):
+        _load_web(args.web_config_file)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 
@@ -186,4 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(summary(config, args.config_file))
         return 0
-    return serve(config, args.listen, config_file=args.config_file)
+    return serve(
+        config,
+        args.listen or [f":{DEFAULT_PORT}"],
+        config_file=args.config_file,
+        web_config=args.web_config_file,
+    )

@@ -7,6 +7,7 @@ value, and the CLI exits 2 on them. Defaults are the thresholds of the source ru
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PrivateAttr,
     ValidationError,
     create_model,
@@ -45,14 +48,27 @@ from exporter.sources import CollectorSettings
 # --- collectors -------------------------------------------------------------------------
 
 
-def _collectors_model() -> type[Model]:
+@functools.cache
+def collectors_model() -> type[Model]:
     """The `collectors:` section: one key per registered collector (exporter/sources.py),
     its settings model the value, its defaults the default."""
     fields: dict[str, Any] = {c.name: (c.Settings, c.Settings()) for c in sources.collectors()}
     return create_model("Collectors", __base__=Model, **fields)
 
 
-Collectors = _collectors_model()
+class Collectors:
+    """The type of `Target.collectors`: the model above, made when pydantic first builds the
+    schema (Target and Config defer it) rather than at import. Finding the collectors
+    imports their modules and the database driver, which what only reads this module (the
+    web config, the HTTP server) must not load."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return handler(collectors_model())
+
+
+# built on first validation, when the schema of `collectors` is asked for
+DEFERRED = ConfigDict(**Model.model_config, defer_build=True)
 
 
 # --- queues -----------------------------------------------------------------------------
@@ -198,6 +214,8 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 class Target(Model):
+    model_config = DEFERRED
+
     name: LabelValue
     dsn: str | None = None  # libpq URI or key=value; keep the password out of it
     dsn_env: str | None = None  # environment variable that holds the whole DSN
@@ -209,7 +227,7 @@ class Target(Model):
     statement_timeout: Duration = DEFAULT_STATEMENT_TIMEOUT
     lock_timeout: Duration = DEFAULT_LOCK_TIMEOUT
     connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT
-    collectors: Collectors = Collectors()
+    collectors: Collectors = Field(default_factory=lambda: collectors_model()())
     queues: list[Queue] = []
     thresholds: PgThresholds = PgThresholds()
 
@@ -347,6 +365,8 @@ class Target(Model):
 
 
 class Config(Model):
+    model_config = DEFERRED
+
     targets: list[Target] = []
     apps: list[App] = []
     # environment problems --check-config reports without failing (see parse_config)

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# the units of Prometheus durations, so rule files (`for: 1w`) parse with the same function
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_UNITS["y"] = 365 * _UNITS["d"]
 LABEL_VALUE_RE = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"
 IDENT_RE = re.compile(r"^[^\x00]{1,63}$")
 # no duration the exporter uses is longer than a few weeks; ten years catches a runaway
@@ -27,7 +29,7 @@ MIN_PG_TIMEOUT = 0.001
 
 
 def parse_duration(value: Any) -> float:
-    """'90s', '5m', '1h30m', '250ms' or a bare number of seconds -> seconds (float).
+    """'90s', '5m', '1h30m', '250ms', '1w' or a bare number of seconds -> seconds (float).
 
     Finite, not negative and at most MAX_DURATION: `.inf` and `.nan` are refused here, so no
     interval or timeout can freeze a job or disable a bound."""

@@ -25,14 +25,12 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
+from exporter.config import Target
 from exporter.secrets import redact
-
-if TYPE_CHECKING:  # the collectors import this module while the config is being built
-    from exporter.config import Target
 
 log = logging.getLogger("exporter.db")
 APPLICATION_NAME = "runbook-exporter"

@@ -114,6 +114,10 @@ async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report)
     # each collector's own checks, also of the disabled ones (their findings become notes)
     for collector in sources.collectors():
         await collector(t, getattr(t.collectors, collector.name)).doctor(conn, report)
+    # the configured queues' tables and indexes, whether or not their collector runs
+    for q in t.queues:
+        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
+        await check_queue(conn, t, q, report)
 
 
 # --- queues -----------------------------------------------------------------------------

@@ -29,13 +29,13 @@ import pkgutil
 from typing import TYPE_CHECKING, ClassVar
 
 from exporter.configtypes import Duration, Model
+from exporter.metrics import SPECS, MetricSpec
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
     from exporter.config import Target
     from exporter.doctor import Report
-    from exporter.metrics import MetricSpec
 
 # the packages whose modules declare sources
 PACKAGES = ("exporter.collectors", "exporter.probes")
@@ -70,8 +70,6 @@ class Source:
 
     @classmethod
     def specs(cls) -> list[MetricSpec]:
-        from exporter.metrics import SPECS
-
         wanted = cls.spec_sources or (cls.module_path(),)
         return [s for s in SPECS.values() if s.source in wanted]
 
@@ -139,12 +137,10 @@ def discover() -> None:
     if _discovery == "done":
         return
     if _discovery == "running":
-        # a source module that imports exporter.config at import time would see a partial
-        # list of sources: say so instead of building the config from it
+        # a source module that validates a config while it is imported would see a partial
+        # list of sources: say so instead of building the config's models from it
         raise RuntimeError(
-            "the list of sources was asked for while the source modules were being imported: "
-            "a source module must not import exporter.config at import time "
-            "(import it under TYPE_CHECKING)"
+            "the list of sources was asked for while the source modules were being imported"
         )
     _discovery = "running"
     try:

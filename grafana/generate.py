@@ -726,16 +726,23 @@ POOL_STATUS = worst(
     ],
 )
 
-# 0/1 series (up, success) shown as down/up in state timelines
-UP_DOWN = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "down", "color": "red", "index": 0},
-            "1": {"text": "up", "color": "green", "index": 1},
-        },
-    }
-]
+
+def _binary(zero: str, one: str) -> list[dict]:
+    """A value mapping for a 0/1 series (up, success) in state timelines: red `zero`, green
+    `one`."""
+    return [
+        {
+            "type": "value",
+            "options": {
+                "0": {"text": zero, "color": "red", "index": 0},
+                "1": {"text": one, "color": "green", "index": 1},
+            },
+        }
+    ]
+
+
+UP_DOWN = _binary("down", "up")
+FAILED_OK = _binary("failed", "ok")
 
 LEVEL_HELP = (
     "Worst level over the checks below: OK, WARNING or CRITICAL against the exporter's threshold "
@@ -845,15 +852,7 @@ def overview(alerts: dict[str, set[str]]) -> dict[str, Any]:
                             "{{target}} {{collector}}",
                         )
                     ],
-                    mappings=[
-                        {
-                            "type": "value",
-                            "options": {
-                                "0": {"text": "failed", "color": "red", "index": 0},
-                                "1": {"text": "ok", "color": "green", "index": 1},
-                            },
-                        }
-                    ],
+                    mappings=FAILED_OK,
                     w=16,
                 ),
                 ts(
@@ -892,15 +891,7 @@ def overview(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     ],
                     description="failed: the last reload (SIGHUP, POST /-/reload) could not "
                     "load the file; the exporter still runs its previous configuration.",
-                    mappings=[
-                        {
-                            "type": "value",
-                            "options": {
-                                "0": {"text": "failed", "color": "red", "index": 0},
-                                "1": {"text": "ok", "color": "green", "index": 1},
-                            },
-                        }
-                    ],
+                    mappings=FAILED_OK,
                     w=24,
                     h=4,
                 ),

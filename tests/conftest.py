@@ -11,8 +11,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import Config, parse_config
+from exporter.demo.sampleapp import SampleApp
 from exporter.runtime import Exporter
-from exporter.sampleapp import SampleApp
 from exporter.server import HTTPServer
 from tests.helpers import Scrape, scrape, wait_for
 from tests.pg import postgres_server
@@ -101,7 +101,7 @@ def server() -> Iterator[LocalServer]:
 
 @pytest.fixture
 def sample_app() -> Iterator[SampleApp]:
-    """The sample app (exporter/sampleapp.py) on a free port of 127.0.0.1, healthy."""
+    """The sample app (exporter/demo/sampleapp.py) on a free port of 127.0.0.1, healthy."""
     app = SampleApp(host="127.0.0.1", port=0).start()
     yield app
     app.stop()

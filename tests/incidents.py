@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 import trustme
 
-from exporter.demo import BACKLOG as BACKLOG  # re-exported for the end-to-end tests
-from exporter.demo import SCHEMA, STUCK
-from exporter.sampleapp import SampleApp
+from exporter.demo.run import BACKLOG as BACKLOG  # re-exported for the end-to-end tests
+from exporter.demo.run import SCHEMA, STUCK
+from exporter.demo.sampleapp import SampleApp
 
 # the demo's table and indexes (runbook 000), with a history of its own
 QUEUE_SCHEMA = (

@@ -32,7 +32,7 @@ def postgres_server() -> Iterator[str]:
         ) as c:
             yield c.get_connection_url()
     else:
-        from exporter.pgserver import LocalPostgres
+        from exporter.demo.pgserver import LocalPostgres
 
         with LocalPostgres() as pg:
             yield pg.dsn

@@ -20,10 +20,10 @@ import promql_parser
 import pytest
 import yaml
 
-from exporter import rulegen
 from exporter.metrics import load_all_specs
 from exporter.sources import collector_names
 from tests.helpers import Scrape, tool
+from tools import rulegen
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -70,7 +70,7 @@ VALUELESS = {
 
 def rule_files() -> list[Path]:
     files = sorted(ALERTS.glob("*.rules.yml"))
-    assert len(files) == 7, [f.name for f in files]  # the seven areas of issue 5
+    assert files, f"no rule files in {ALERTS}"
     return files
 
 
@@ -323,6 +323,7 @@ def incident_scrape(fresh_db: str, run_exporter: Any, tmp_path: Path) -> Iterato
         yield ex.wait_for(complete, timeout=60, what="a complete scrape during incidents")
 
 
+@pytest.mark.slow
 def test_every_series_a_rule_uses_is_served_during_incidents(incident_scrape: Scrape) -> None:
     s = incident_scrape
     problems = []
@@ -394,10 +395,11 @@ def test_amtool_routes(labels: str, receiver: str) -> None:
     assert r.stdout.strip() == receiver
 
 
+@pytest.mark.slow
 def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
     """A real Alertmanager with the shipped config (receivers pointed at a local sink, timers
     shortened): which alerts are delivered where, and which are inhibited."""
-    from exporter import devstack
+    from exporter.demo import devstack
 
     with devstack.WebhookSink() as sink:
         doc = devstack.rewrite_alertmanager_config(
@@ -486,7 +488,7 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
 
 
 def test_prometheusrule_rendering_is_current_and_identical_in_content() -> None:
-    assert rulegen.OUT.read_text() == rulegen.render(), "stale: python -m exporter.rulegen"
+    assert rulegen.OUT.read_text() == rulegen.render(), "stale: python -m tools.rulegen"
     objs = list(yaml.safe_load_all(rulegen.OUT.read_text()))
     assert [o["metadata"]["name"] for o in objs] == [
         f"runbook-exporter-{f.name.removesuffix('.rules.yml')}" for f in rule_files()

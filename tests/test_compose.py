@@ -19,9 +19,9 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from exporter.demo import init_sql
-from exporter.pgserver import find_bin_dir
-from exporter.sampleapp import SampleApp
+from exporter.demo.pgserver import find_bin_dir
+from exporter.demo.run import init_sql
+from exporter.demo.sampleapp import SampleApp
 from exporter.server import DEFAULT_PORT
 from tests.helpers import tool
 
@@ -221,7 +221,7 @@ def test_exporter_config_agrees_with_postgres_and_the_sample_app() -> None:
     assert exp["environment"][target["password_env"]] == pg["environment"]["MONITOR_PASSWORD"]
     # the sample app runs in the exporter's network namespace on the port it is given
     assert app["network_mode"] == "service:exporter"
-    assert app["entrypoint"][-1] == "exporter.sampleapp"
+    assert app["entrypoint"][-1] == "exporter.demo.sampleapp"
     port = int(flag(app, "--port"))
     for a in cfg["apps"]:
         for ep in a["endpoints"]:
@@ -229,7 +229,7 @@ def test_exporter_config_agrees_with_postgres_and_the_sample_app() -> None:
             assert (u.hostname, u.port) == ("127.0.0.1", port), ep["url"]
     # every flag compose passes to the sample app exists
     r = subprocess.run(
-        [sys.executable, "-m", "exporter.sampleapp", "--help"],
+        [sys.executable, "-m", "exporter.demo.sampleapp", "--help"],
         capture_output=True,
         text=True,
         timeout=30,

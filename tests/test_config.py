@@ -7,13 +7,23 @@ import pytest
 from exporter.config import ConfigError, load_config, parse_config
 from exporter.configtypes import parse_duration
 from exporter.secrets import redact
+from tests.helpers import encrypted_key_pem
 
 BASE = "targets:\n  - name: app\n    dsn: postgresql://monitor@localhost/app\n"
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("2d", 172800), (45, 45)],
+    [
+        ("250ms", 0.25),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),  # Prometheus units too: devstack reads rule files with it
+        ("1y", 31536000),
+        (45, 45),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -216,7 +226,6 @@ def test_environment_modes(tmp_path, monkeypatch):
 
 def test_tls_files_are_loaded_as_the_prober_loads_them(tmp_path):
     import trustme
-    from cryptography.hazmat.primitives import serialization
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
@@ -232,14 +241,7 @@ def test_tls_files_are_loaded_as_the_prober_loads_them(tmp_path):
     path = tmp_path / "apps.yml"
     path.write_text(app.format(ca_file, cert_file, key_file))
     assert load_config(path).apps[0].endpoints[0].tls.ca_file == ca_file
-    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"passphrase"),
-        )
-    )
+    key_file.write_bytes(encrypted_key_pem(cert.private_key_pem.bytes()))
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert f"{path}:6: apps[0].endpoints[0].tls.key_file: " in str(e.value)

@@ -28,7 +28,7 @@ def test_serves_self_metrics_and_endpoints(fresh_db, run_exporter):
 
 
 def test_unreachable_target_is_down_and_others_keep_working(fresh_db, run_exporter):
-    from exporter.pgserver import free_port
+    from exporter.demo.pgserver import free_port
 
     dead = f"postgresql://nobody:s3cret-pw@127.0.0.1:{free_port()}/x"
     ex = run_exporter(

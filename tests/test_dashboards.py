@@ -18,7 +18,7 @@ import promql_parser
 import pytest
 import yaml
 
-from exporter.devstack import DevStack, iter_rules
+from exporter.demo.devstack import DevStack, iter_rules
 from exporter.metrics import load_all_specs
 from tests import incidents
 
@@ -293,6 +293,7 @@ def assert_status_levels(prom: Any, timeout: float = 20) -> None:
             time.sleep(1)
 
 
+@pytest.mark.slow
 def test_every_panel_query_returns_data_during_a_seeded_incident(
     fresh_db: str, run_exporter: Callable[[dict], Any], tmp_path: Path
 ) -> None:

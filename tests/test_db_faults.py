@@ -28,7 +28,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from exporter.db import APPLICATION_NAME
-from exporter.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres
 from exporter.sources import collector_names
 from tests.helpers import Scrape
 from tests.test_least_privilege import ROLE, apply_role_sql

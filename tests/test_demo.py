@@ -6,12 +6,15 @@ import signal
 import subprocess
 import sys
 
-from exporter.pgserver import free_port
+import pytest
+
+from exporter.demo.pgserver import free_port
 from tests.helpers import wait_for
 
 COLLECTORS = ("connections", "database", "queues", "tables", "statements")
 
 
+@pytest.mark.slow
 def test_demo_serves_every_collector_and_the_sample_app():
     port = free_port()
     proc = subprocess.Popen(

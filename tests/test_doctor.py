@@ -14,8 +14,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import parse_config
+from exporter.demo.pgserver import free_port
 from exporter.doctor import run_doctor
-from exporter.pgserver import free_port
 from tests.test_queues import JOBS_TABLE, add_jobs
 
 

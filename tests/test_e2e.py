@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from exporter.devstack import AlertmanagerTimers, DevStack, SinkAlert
-from exporter.sampleapp import SampleApp
+from exporter.demo.devstack import AlertmanagerTimers, DevStack, SinkAlert
+from exporter.demo.sampleapp import SampleApp
 from tests import incidents
 from tests.helpers import tool
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from exporter.probes.config import App
 from exporter.probes.healthjson import MAX_DEPTH
 from exporter.probes.http import Clients, Decoder

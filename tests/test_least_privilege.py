@@ -56,7 +56,7 @@ ANALYZE public.processing_jobs;
 def psql_binary() -> str:
     """psql from the same place as the test server's binaries, else from PATH."""
     try:
-        from exporter.pgserver import find_bin_dir
+        from exporter.demo.pgserver import find_bin_dir
 
         candidate = find_bin_dir() / "psql"
         if candidate.exists():

@@ -3,12 +3,12 @@ whose names pass `promtool check metrics`."""
 
 from __future__ import annotations
 
-from exporter.metricsdoc import DOC, render
 from tests.helpers import assert_declared, assert_promtool_clean
+from tools.metricsdoc import DOC, render
 
 
 def test_reference_is_current():
-    assert DOC.read_text() == render(), "docs/metrics.md is stale: python -m exporter.metricsdoc"
+    assert DOC.read_text() == render(), "docs/metrics.md is stale: python -m tools.metricsdoc"
 
 
 def test_every_served_metric_is_declared_and_promtool_clean(fresh_db, run_exporter):

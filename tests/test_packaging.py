@@ -36,9 +36,9 @@ import yaml
 
 from exporter import __version__
 from exporter.config import parse_config
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from exporter.server import DEFAULT_PORT
-from tests.helpers import Scrape
+from tests.helpers import Scrape, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -51,14 +51,6 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPT = "runbook-exporter"
 # sha256 of the Apache License 2.0 text as published at apache.org/licenses/LICENSE-2.0.txt
 APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
-
-
-def tool(name: str) -> str:
-    """A tool from the venv (PyPI wheels) or PATH (Debian packages); missing means failing."""
-    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    pytest.fail(f"{name} not found: run `bash scripts/setup.sh` (pyproject test extra / apt)")
 
 
 # --- Dockerfile parsing ------------------------------------------------------------------
@@ -386,6 +378,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     return Image(root, root / "dist", root / "opt" / "runbook-exporter", env)
 
 
+@pytest.mark.slow
 def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
     wheels = list(image.dist.glob("*.whl"))
     assert [w.name for w in wheels] == [f"runbook_exporter-{__version__}-py3-none-any.whl"]
@@ -401,8 +394,43 @@ def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
     assert f"{SCRIPT} = exporter.cli:main" in entry_points
     assert all(n.startswith(("exporter/", info)) for n in names), names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # every module of the package, the demo subpackage included (`runbook-exporter demo` after
+    # `pip install`); the generators (tools/) and the tests stay in the repository
+    repo_modules = {str(p.relative_to(ROOT)) for p in (ROOT / "exporter").rglob("*.py")}
+    assert {n for n in names if n.endswith(".py")} == repo_modules
+    assert {"exporter/serving.py", "exporter/demo/run.py"} <= repo_modules
 
 
+@pytest.mark.slow
+def test_image_runs_the_demo_modules_compose_starts(image: Image):
+    """deploy/compose.yaml runs the sample app and the webhook sink from the image; installed
+    without the repository, the demo skips Prometheus and Alertmanager and says why."""
+    python = str(image.venv / "bin" / "python")
+    for module in ("exporter.demo.sampleapp", "exporter.demo.devstack"):
+        r = subprocess.run(
+            [python, "-m", module, "--help"],
+            capture_output=True,
+            text=True,
+            env=image.env,
+            cwd=image.root,
+            timeout=30,
+        )
+        assert r.returncode == 0 and r.stdout.startswith("usage:"), f"{module}: {r.stderr}"
+        assert not r.stderr, r.stderr  # no runpy warning about a module imported twice
+    r = subprocess.run(
+        [python, "-c", "from exporter.demo.run import _start_stack; print(_start_stack(9))"],
+        capture_output=True,
+        text=True,
+        env=image.env,
+        cwd=image.root,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "skipped, the shipped alert rules (alerts/) come with a source checkout" in r.stdout
+    assert r.stdout.strip().endswith("[]")
+
+
+@pytest.mark.slow
 def test_image_virtualenv_runs_version_and_check_config(image: Image, tmp_path: Path):
     r = image.run("--version")
     assert r.returncode == 0, r.stderr
@@ -453,6 +481,7 @@ def snapshot(tree: Path) -> dict[str, tuple[int, float]]:
     }
 
 
+@pytest.mark.slow
 def test_image_serves_its_healthcheck_and_writes_nothing(image: Image, tmp_path: Path):
     port = free_port()
     config = tmp_path / "config.yml"
@@ -502,6 +531,7 @@ def test_image_serves_its_healthcheck_and_writes_nothing(image: Image, tmp_path:
     assert r.returncode != 0, "the healthcheck must fail when nothing answers"
 
 
+@pytest.mark.slow
 def test_image_virtualenv_is_small_and_has_no_installer(image: Image):
     size = sum(
         p.stat().st_size for p in image.venv.rglob("*") if p.is_file() and not p.is_symlink()
@@ -763,6 +793,7 @@ def test_systemd_environment_file_defines_what_the_example_config_reads():
     assert referenced <= env.keys()
 
 
+@pytest.mark.slow
 def test_systemd_analyze_verify(image: Image, tmp_path: Path):
     text = UNIT.read_text()
     (exec_start,) = unit_values("Service", "ExecStart")

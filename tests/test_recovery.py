@@ -9,9 +9,10 @@ import time
 
 import httpx
 import psycopg
+import pytest
 
 from exporter.db import APPLICATION_NAME
-from exporter.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres
 from tests.helpers import Scrape
 
 COLLECTORS = ("connections", "database", "tables", "statements")
@@ -25,6 +26,7 @@ def exporter_sessions(dsn: str) -> int:
     return row[0]
 
 
+@pytest.mark.slow
 def test_database_restart(run_exporter):
     fast = {"interval": "1s"}
     with LocalPostgres() as pg:

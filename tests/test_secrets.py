@@ -23,7 +23,7 @@ import yaml
 
 from exporter import logs
 from exporter.config import ConfigError, load_config
-from exporter.pgserver import free_port
+from exporter.demo.pgserver import free_port
 from tests.test_probe_http import probed
 from tests.test_probe_support import redirect_route, send
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from exporter.collectors.statements import normalise, query_label
-from exporter.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres
 from exporter.secrets import register_secret
 from tests.helpers import Scrape
 

@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from prometheus_client.core import Metric
 from psycopg import sql
 
+from exporter.config import Queue, Target
 from exporter.metrics import spec
 from exporter.scheduler import PartialFailure
 from exporter.sources import Collector
-
-if TYPE_CHECKING:
-    from exporter.config import Queue, Target
-    from exporter.doctor import Report
 
 SRC = "collectors/queues.py"
 TQ = ("target", "queue")
@@ -519,11 +516,3 @@ class Queues(Collector):
         if problems:
             raise PartialFailure("; ".join(problems), out)
         return out
-
-    async def doctor(self, conn: psycopg.AsyncConnection, report: Report) -> None:
-        """Every queue's table, columns and indexes (also when the collector is disabled)."""
-        from exporter import doctor  # the index advice is the doctor's own output
-
-        for q in self.target.queues:
-            print(f"  queue {q.label} ({q.table}) [{queue_path(self.target, q)}]")
-            await doctor.check_queue(conn, self.target, q, report)

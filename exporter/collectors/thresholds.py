@@ -7,14 +7,10 @@ These families come from the configuration alone; they are built once and served
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client.core import Metric
 
+from exporter.config import Config
 from exporter.metrics import Fields, ThresholdSeries, spec
-
-if TYPE_CHECKING:  # this module is imported while the config's models are built
-    from exporter.config import Config
 
 SRC = "collectors/thresholds.py"
 Q = ("target", "queue", "severity")

@@ -1,5 +1,5 @@
 -- runbook 000's job queue, seeded healthy as in `runbook-exporter demo` (deploy/compose.yaml).
--- Generated from exporter/demo.py: python -c 'from exporter.demo import init_sql; print(init_sql(), end="")'
+-- Generated from exporter/demo/run.py: python -c 'from exporter.demo.run import init_sql; print(init_sql(), end="")'
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
 CREATE TABLE processing_jobs (

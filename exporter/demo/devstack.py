@@ -19,7 +19,6 @@ import contextlib
 import copy
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,10 +34,13 @@ from typing import Any
 import httpx
 import yaml
 
-from exporter.pgserver import free_port
+from exporter.configtypes import parse_duration
+from exporter.demo.pgserver import free_port
 
-REPO = Path(__file__).resolve().parent.parent
-ALERTS_DIR = REPO / "alerts"
+# The shipped rules, read from the source checkout this file sits in (exporter/demo/ in it).
+# The wheel carries no alerts/: installed without the repository there are none here, and the
+# demo runs without Prometheus and Alertmanager (it says so).
+ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
 LOOPBACK = "127.0.0.1"
 
 
@@ -81,22 +83,6 @@ def tools_available() -> bool:
 
 # --- durations ---------------------------------------------------------------------------
 
-_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_RE = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-
-
-def parse_duration(text: str | int | float) -> float:
-    """A Prometheus duration ("1h30m", "90s", "250ms") in seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    s = text.strip()
-    if s == "0":
-        return 0.0
-    parts = _DURATION_RE.findall(s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * (0.001 if u == "ms" else _DURATION_UNITS[u]) for n, u in parts)
-
 
 def format_duration(seconds: float) -> str:
     ms = round(seconds * 1000)
@@ -106,6 +92,9 @@ def format_duration(seconds: float) -> str:
 
 
 # --- test-time rewrites of the shipped files --------------------------------------------
+
+
+FIRST_SCRAPE_WAIT = 15.0  # seconds the stack waits for its first scrape before loading rules
 
 
 def shorten_rules(doc: dict, max_for: float) -> dict:
@@ -441,8 +430,17 @@ class Prometheus(_Server):
             # resend firing alerts every second, not every minute: Alertmanager learns quickly
             "--rules.alert.resend-delay=1s",
             "--log.level=warn",
+            "--web.enable-lifecycle",  # POST /-/reload: rules are loaded after the first scrape
         ]
         super().__init__(cmd, port, workdir)
+
+    def reload(self) -> None:
+        httpx.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+
+    def targets_scraped(self) -> bool:
+        """Every target scraped at least once, up or not."""
+        active = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return bool(active) and all(t["health"] in ("up", "down") for t in active)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         """An instant query's result (vector: a list of {metric, value})."""
@@ -548,20 +546,25 @@ class DevStack:
             self._start_alertmanager()
         rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
         prom_file = self.workdir / "prometheus.yml"
-        prom_file.write_text(
-            yaml.safe_dump(
-                prometheus_config(
-                    self.scrape_targets,
-                    self.alertmanager.address if self.alertmanager else None,
-                    rule_files,
-                    self.interval,
-                    self.interval,
-                ),
-                sort_keys=False,
-            )
-        )
+
+        def write_config(rules: list[Path]) -> None:
+            am = self.alertmanager.address if self.alertmanager else None
+            config = prometheus_config(self.scrape_targets, am, rules, self.interval, self.interval)
+            prom_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+        # Rules come in only once every target has been scraped: before the first scrape,
+        # absent(up) is true, and with `for:` cut to seconds a slow first scrape on a loaded
+        # machine would page RunbookExporterDown although nothing is down. A Prometheus that
+        # has run for a while (every real one) never evaluates before its first scrape.
+        write_config([])
         self.prometheus = Prometheus(prom_file, self.workdir)
         self.prometheus.start()
+        with contextlib.suppress(AssertionError):  # a target that never answers: "down" later
+            self.prometheus.wait_until(
+                self.prometheus.targets_scraped, FIRST_SCRAPE_WAIT, "the first scrape"
+            )
+        write_config(rule_files)
+        self.prometheus.reload()
 
     def _start_alertmanager(self) -> None:
         if not self.alertmanager_config.is_file():
@@ -610,7 +613,7 @@ class DevStack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def describe(self) -> list[str]:
-        """Where to look, for the demo and `python -m exporter.devstack up`."""
+        """Where to look, for the demo and `python -m exporter.demo.devstack up`."""
         lines = []
         if self.prometheus:
             lines.append(f"Prometheus:             {self.prometheus.url}/alerts")
@@ -665,7 +668,7 @@ def _print_notification(n: Notification) -> None:
 
 def console_stack(scrape_targets: list[str], interval: float, max_for: float) -> DevStack:
     """A stack (not started) for a person watching a terminal (`runbook-exporter demo`,
-    `python -m exporter.devstack up`): Alertmanager sends within seconds (group_wait 5 s,
+    `python -m exporter.demo.devstack up`): Alertmanager sends within seconds (group_wait 5 s,
     group_interval 10 s) and every notification is printed, one line per alert."""
     return DevStack(
         scrape_targets,
@@ -677,14 +680,14 @@ def console_stack(scrape_targets: list[str], interval: float, max_for: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m exporter.devstack sink|up`: a webhook sink that prints what Alertmanager
+    """`python -m exporter.demo.devstack sink|up`: a webhook sink that prints what Alertmanager
     sends (deploy/compose.yaml runs it beside Alertmanager), or Prometheus + Alertmanager +
     sink against a running exporter, with shortened `for:` so an incident shows in seconds."""
     import argparse
 
     from exporter.server import parse_listen_address
 
-    p = argparse.ArgumentParser(prog="python -m exporter.devstack", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m exporter.demo.devstack", description=main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sink_p = sub.add_parser("sink", help="print every webhook notification, one line per alert")
     sink_p.add_argument("--listen", default=f"{LOOPBACK}:9095", help="host:port to listen on")

@@ -17,8 +17,9 @@ import psycopg
 import yaml
 
 from exporter.config import Config, parse_config
-from exporter.pgserver import LocalPostgres
-from exporter.sampleapp import SampleApp
+from exporter.demo.pgserver import LocalPostgres
+from exporter.demo.sampleapp import SampleApp
+from exporter.serving import serve
 
 log = logging.getLogger("exporter.demo")
 INCIDENTS = ("backlog", "stuck", "retries", "pool", "slow", "down")
@@ -69,8 +70,8 @@ def init_sql() -> str:
     return (
         "-- runbook 000's job queue, seeded healthy as in `runbook-exporter demo`"
         " (deploy/compose.yaml).\n"
-        "-- Generated from exporter/demo.py: python -c 'from exporter.demo import init_sql;"
-        ' print(init_sql(), end="")\'\n'
+        "-- Generated from exporter/demo/run.py:"
+        " python -c 'from exporter.demo.run import init_sql; print(init_sql(), end=\"\")'\n"
         "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;\n" + SCHEMA + SEED
     )
 
@@ -186,8 +187,6 @@ def sample_app_config(base: str) -> dict:
 
 
 def run_demo(listen: str, incidents: list[str], duration: float, with_stack: bool = True) -> int:
-    from exporter.cli import serve
-
     unknown = [i for i in incidents if i not in INCIDENTS]
     if unknown:
         print(f"error: unknown incident(s) {unknown}; choose from {list(INCIDENTS)}")
@@ -238,8 +237,15 @@ def _announce(port: int, host: str) -> None:
 def _start_stack(port: int) -> list:
     """Prometheus and Alertmanager with the shipped rules, when installed (scripts/setup.sh
     installs them): `for:` capped at 30 s so an injected incident alerts within a minute."""
-    from exporter import devstack
+    from exporter.demo import devstack
 
+    if not any(devstack.ALERTS_DIR.glob("*.rules.yml")):
+        print(
+            "Prometheus/Alertmanager: skipped, the shipped alert rules (alerts/) come with a "
+            "source checkout of runbook-exporter, not with the installed package",
+            flush=True,
+        )
+        return []
     if not devstack.tools_available():
         print(
             "Prometheus/Alertmanager: not installed, skipped (scripts/setup.sh installs them)",

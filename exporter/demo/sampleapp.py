@@ -202,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(204, None)
 
 
-def main() -> None:  # python -m exporter.sampleapp: serve until interrupted
+def main() -> None:  # python -m exporter.demo.sampleapp: serve until interrupted
     import argparse
 
     p = argparse.ArgumentParser(description="sample app with the runbooks' health endpoints")

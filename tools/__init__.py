@@ -1,0 +1,2 @@
+"""Generators of committed files (run from the repository root: `python -m tools.<name>`);
+not part of the runbook-exporter package."""

@@ -215,6 +215,14 @@ def test_every_metric_of_a_source_package_is_owned_once() -> None:
             assert s.source.endswith("/thresholds.py"), f"{s.name} belongs to no source"
 
 
+def _imports_a_collector_by_name(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and getattr(node.func, "attr", "") == "import_module"
+        and "exporter.collectors" in ast.unparse(node.args[0])
+    )
+
+
 def _module_lists_names(tree: ast.AST, names: set[str]) -> list[str]:
     """Literal collections of two or more collector names, `x.collectors.<name>` attribute
     reads and `import_module(f"exporter.collectors.{name}")` calls: the ways a list of
@@ -228,9 +236,8 @@ def _module_lists_names(tree: ast.AST, names: set[str]) -> list[str]:
         elif isinstance(node, ast.Attribute) and node.attr in names:
             if isinstance(node.value, ast.Attribute) and node.value.attr == "collectors":
                 found.append(f"line {node.lineno}: .collectors.{node.attr}")
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
-            if "exporter.collectors" in ast.unparse(node.args[0]):
-                found.append(f"line {node.lineno}: import_module of a collector")
+        elif _imports_a_collector_by_name(node):
+            found.append(f"line {node.lineno}: import_module of a collector")
     return found
 
 

@@ -328,3 +328,17 @@ targets:
 def test_threshold_series_leave_out_empty_families() -> None:
     s = ThresholdSeries(probe_thresholds.ENDPOINT_THRESHOLDS)
     assert s.families() == []
+
+
+def test_importing_the_config_imports_no_source() -> None:
+    """The `collectors:` model is built from the registry on the first validation, so what
+    only imports the config (the web config, the HTTP server) loads no collector nor psycopg."""
+    code = (
+        "import sys, exporter.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('exporter.collectors.', 'psycopg'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

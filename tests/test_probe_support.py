@@ -52,6 +52,33 @@ def redirect_route(location: str, code: int = 302) -> Route:
     return route
 
 
+class _Server(ThreadingHTTPServer):
+    """The handshake happens in the connection's own thread, bounded by a timeout: with a
+    TLS-wrapped listening socket, accept() itself would handshake, and one client that
+    connects and never completes it (a probe cut at its timeout) would block serve_forever,
+    and with it stop(), for ever."""
+
+    daemon_threads = True
+    HANDSHAKE_TIMEOUT = 5.0
+
+    def __init__(self, address, handler, tls_context: ssl.SSLContext | None) -> None:
+        super().__init__(address, handler)
+        self.tls_context = tls_context
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(self.HANDSHAKE_TIMEOUT)
+        if self.tls_context is not None:
+            try:
+                request = self.tls_context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return  # a failed or abandoned handshake: that client's problem only
+        request.settimeout(None)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client hanging up mid-request is what these tests provoke
+
+
 class LocalServer:
     def __init__(self, tls_context: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
@@ -83,10 +110,7 @@ class LocalServer:
 
             do_POST = do_GET
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        if tls_context is not None:
-            self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = _Server(("127.0.0.1", 0), Handler, tls_context)
         self.port = self.httpd.server_address[1]
         self.scheme = "https" if tls_context is not None else "http"
         self.thread = threading.Thread(

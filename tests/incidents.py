@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import trustme
 from exporter.demo.run import BACKLOG as BACKLOG  # re-exported for the end-to-end tests
 from exporter.demo.run import SCHEMA, STUCK
 from exporter.demo.sampleapp import SampleApp
+from tests.test_probe_support import ThreadedServer
 
 # the demo's table and indexes (runbook 000), with a history of its own
 QUEUE_SCHEMA = (
@@ -175,9 +176,7 @@ class HTTPSHealth:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = ThreadedServer(("127.0.0.1", 0), Handler, ctx)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

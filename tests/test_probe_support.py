@@ -52,7 +52,7 @@ def redirect_route(location: str, code: int = 302) -> Route:
     return route
 
 
-class _Server(ThreadingHTTPServer):
+class ThreadedServer(ThreadingHTTPServer):
     """The handshake happens in the connection's own thread, bounded by a timeout: with a
     TLS-wrapped listening socket, accept() itself would handshake, and one client that
     connects and never completes it (a probe cut at its timeout) would block serve_forever,
@@ -110,7 +110,7 @@ class LocalServer:
 
             do_POST = do_GET
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler, tls_context)
+        self.httpd = ThreadedServer(("127.0.0.1", 0), Handler, tls_context)
         self.port = self.httpd.server_address[1]
         self.scheme = "https" if tls_context is not None else "http"
         self.thread = threading.Thread(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,18 +33,27 @@ def dsn_for(server_dsn: str, dbname: str) -> str:
     return make_conninfo("", **params)
 
 
-@pytest.fixture
-def fresh_db(pg_server: str) -> Iterator[str]:
-    """A new empty database for one test, dropped afterwards (sessions forced out)."""
+@contextmanager
+def new_database(pg_server: str) -> Iterator[str]:
+    """A new empty database with pg_stat_statements, dropped on exit (sessions forced out)."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     dsn = dsn_for(pg_server, name)
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    yield dsn
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        yield dsn
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_db(pg_server: str) -> Iterator[str]:
+    """A new empty database for one test."""
+    with new_database(pg_server) as dsn:
+        yield dsn
 
 
 @dataclass

@@ -14,6 +14,7 @@ from exporter import sources
 from exporter.config import parse_config
 from exporter.db import open_connection
 from tests import incidents
+from tests.conftest import new_database
 
 
 def run_collector(dsn: str, name: str) -> list[Metric]:
@@ -38,23 +39,10 @@ def run_collector(dsn: str, name: str) -> list[Metric]:
 @pytest.fixture(scope="module")
 def queue_db(pg_server: str) -> Iterator[str]:
     """One database with the demo's queue in trouble, shared by the collectors below."""
-    import uuid
-
-    import psycopg
-
-    from tests.conftest import dsn_for
-
-    name = f"direct_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    dsn = dsn_for(pg_server, name)
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    incidents.create_queue(dsn)
-    incidents.seed_queue_incident(dsn)
-    yield dsn
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(pg_server) as dsn:
+        incidents.create_queue(dsn)
+        incidents.seed_queue_incident(dsn)
+        yield dsn
 
 
 @pytest.mark.parametrize("name", sources.collector_names())

@@ -126,7 +126,7 @@ def test_concurrent_scrapes_of_a_new_version_render_once(start, exporter, monkey
         time.sleep(0.2)  # a slow render: every scrape below arrives while it runs
         return real(registry)
 
-    monkeypatch.setattr("exporter.server.generate_latest", counting)
+    monkeypatch.setattr("exporter.exposition.generate_latest", counting)
     put(exporter, 3)
     srv.cache._entry = None  # nothing cached: the first render must happen under the load
     results: list[bytes] = []

@@ -375,3 +375,49 @@ def test_wake_runs_a_job_before_its_next_tick():
         assert len(starts) == 2  # woken once: one more run, long before the tick
 
     asyncio.run(main())
+
+
+def run_in_loop_time(main) -> None:
+    """Run `main` on an event loop whose clock is fake (looptime): sleeps and timeouts take
+    no real time, so minutes of schedule are checked in milliseconds and to the exact tick."""
+    import looptime
+
+    loop = looptime.new_event_loop(start=0, noop_cycles=42)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_an_hour_of_schedule_in_loop_time_ticks_timeouts_and_skipped_overruns():
+    starts: dict[str, list[float]] = {"steady": [], "slow": [], "hang": []}
+
+    def job(name: str, work: float):
+        async def run() -> list:
+            starts[name].append(asyncio.get_running_loop().time())
+            await asyncio.sleep(work)
+            return []
+
+        return run
+
+    store = Store()
+
+    async def main() -> None:
+        s = Scheduler(store)
+        s.add(Job(("t", "steady"), interval=60, timeout=10, run=job("steady", 2)))
+        # a run of 150 s on a 60 s interval: the ticks it overran are skipped, not burst
+        s.add(Job(("t", "slow"), interval=60, timeout=200, run=job("slow", 150)))
+        # never returns: cut at its 10 s timeout every minute, the loop goes on
+        s.add(Job(("t", "hang"), interval=60, timeout=10, run=job("hang", 10_000)))
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(3599, stop.set)
+        await s.run(stop)
+
+    run_in_loop_time(main)
+    assert starts["steady"] == [60.0 * i for i in range(60)]
+    assert starts["hang"] == [60.0 * i for i in range(60)]
+    assert starts["slow"] == [180.0 * i for i in range(20)]  # every third tick
+    hang = store.states[("t", "hang")]
+    assert hang.runs_total == 60 and hang.errors_total == 60
+    assert hang.last is not None and "timed out after 10s" in (hang.last.error or "")
+    assert store.states[("t", "steady")].errors_total == 0

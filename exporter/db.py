@@ -141,22 +141,14 @@ class TargetDB:
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
         self._connected = asyncio.Event()  # set and replaced on every new session
-        self._longest_timeout = max(
-            [target.timeout_of(s) for _, s in target.enabled_collectors()],
-            default=target.collect_timeout,
-        )
 
     @asynccontextmanager
-    async def connection(
-        self, timeout: float | None = None
-    ) -> AsyncIterator[psycopg.AsyncConnection]:
-        """The target's session for one collector run. `timeout` is the run's budget (the
-        scheduler's job timeout): a run still waiting on the server when it is nearly spent
+    async def connection(self, budget: float) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The target's session for one collector run. `budget` is the run's timeout as the
+        scheduler enforces it: a run still waiting on the server when it is nearly spent
         loses its connection (see the module docstring) and fails with a TargetUnavailable
-        saying so. Without it, the longest timeout of the target's collectors is assumed, so
-        no run is cut short (a shorter one is then cancelled by the scheduler as before)."""
+        saying so."""
         loop = asyncio.get_running_loop()
-        budget = timeout if timeout is not None else self._longest_timeout
         deadline = loop.time() + budget - min(WATCHDOG_MARGIN, budget * 0.1)
         async with self.lock:
             conn = await self._ensure()

@@ -107,22 +107,16 @@ def _db_job(db: TargetDB, name: str, settings, delay: float) -> Job:
     # made per target (and again when its settings change): it holds the collector's state
     collector = sources.collector(name)(t, settings)
 
+    interval, timeout = t.interval_of(settings), t.timeout_of(settings)
+    # the run's budget as the scheduler enforces it, so the connection's watchdog fires just
+    # before the scheduler gives up (see db.TargetDB.connection)
+    budget = sane_timing(interval, timeout)[1]
+
     async def run() -> list[Metric]:
-        # the run's budget as the scheduler enforces it, so the connection's watchdog fires
-        # just before the scheduler gives up (see db.TargetDB.connection)
         async with db.connection(budget) as conn:
             return await collector.collect(conn)
 
-    job = Job(
-        (t.name, name),
-        t.interval_of(settings),
-        t.timeout_of(settings),
-        run,
-        delay,
-        wake=db.reconnected,
-    )
-    budget = sane_timing(job)[1]
-    return job
+    return Job((t.name, name), interval, timeout, run, delay, wake=db.reconnected)
 
 
 def _target_jobs(db: TargetDB) -> list[Job]:

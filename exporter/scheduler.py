@@ -126,10 +126,9 @@ class Store:
             }
 
 
-def sane_timing(job: Job) -> tuple[float, float]:
-    """The job's interval and timeout, clamped into what the loop can run: a non-positive or
+def sane_timing(interval: float, timeout: float) -> tuple[float, float]:
+    """A job's interval and timeout, clamped into what the loop can run: a non-positive or
     NaN interval would spin or divide by zero, an infinite one would freeze the job for ever."""
-    interval, timeout = job.interval, job.timeout
     if not interval > 0:  # also NaN
         interval = MIN_INTERVAL
     interval = min(interval, MAX_INTERVAL)
@@ -218,7 +217,7 @@ class Scheduler:
         started = time.monotonic()
         families: list[Metric] = []
         error: str | None = None
-        _, timeout = sane_timing(job)
+        _, timeout = sane_timing(job.interval, job.timeout)
         try:
             families = await self._bounded(job, timeout)
         except PartialFailure as e:
@@ -284,7 +283,7 @@ class Scheduler:
 
     async def _supervise(self, r: _Running) -> None:
         job = r.job
-        interval, timeout = sane_timing(job)
+        interval, timeout = sane_timing(job.interval, job.timeout)
         if (interval, timeout) != (job.interval, job.timeout):
             log.warning(
                 f"{job.kind} interval or timeout not usable; clamped",

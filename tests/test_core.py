@@ -66,7 +66,7 @@ def test_session_settings_are_read_only_with_timeouts(fresh_db, run_exporter):
     db = ex.exporter.dbs["app"]
 
     async def settings():
-        async with db.connection() as conn:
+        async with db.connection(10) as conn:
             cur = await conn.execute(
                 "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
                 " current_setting('default_transaction_read_only')"

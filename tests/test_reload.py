@@ -50,7 +50,7 @@ class Running:
 
     def backend_pid(self, db: TargetDB) -> int:
         async def pid() -> int:
-            async with db.connection() as conn:
+            async with db.connection(10) as conn:
                 cur = await conn.execute("SELECT pg_backend_pid()")
                 return (await cur.fetchone())[0]
 

@@ -28,7 +28,6 @@ from exporter.metrics import merge, spec
 from exporter.probes import thresholds as probe_thresholds
 from exporter.probes.config import Endpoint
 from exporter.probes.http import Clients
-from exporter.probes.runner import SUCCESS as PROBE_SUCCESS
 from exporter.probes.runner import probe_jobs
 from exporter.scheduler import Job, Scheduler, Store, sane_timing
 from exporter.secrets import redact
@@ -127,12 +126,6 @@ def _target_jobs(db: TargetDB) -> list[Job]:
     ]
 
 
-def _probe_failed(app: str, endpoint: str):
-    """A probe job whose run raised or was cut by the scheduler's timeout reads as a failed
-    probe, rather than its series vanishing (the prober itself reports reasons)."""
-    return lambda error: [PROBE_SUCCESS.one(0, app, endpoint)]
-
-
 @dataclass
 class _Plan:
     """What a configuration runs: built off the loop, swapped in on it."""
@@ -201,7 +194,6 @@ class Exporter(Collector):
                 for a in config.apps
             ]
             for job in probe_jobs([a for a in apps if a.endpoints], self.http_clients):
-                job.on_error = _probe_failed(*job.key)
                 fresh[job.key] = job
         probes = {
             k: (e, fresh[k] if k in changed else self._probes[k][1]) for k, e in endpoints.items()

@@ -233,10 +233,22 @@ def test_an_exception_in_a_probe_job_is_a_failed_probe_not_vanished_series(serve
     async def explode() -> list:
         raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
 
+    before = scrape(ex.url).value("runbook_probe_failures_total", app="web", endpoint="h")
     job.run = explode
-    ex.wait_for(lambda s: s.value("runbook_probe_success", app="web", endpoint="h") == 0, "down")
+    s = ex.wait_for(
+        lambda s: s.value("runbook_probe_success", app="web", endpoint="h") == 0, "down"
+    )
+    # counted and served as a failed probe with its reason, the endpoint's series all kept
+    assert s.value("runbook_probe_failures_total", app="web", endpoint="h") > before
+    assert s.value("runbook_probe_failure_reason", app="web", endpoint="h", reason="check_error")
+    assert s.value("runbook_probe_requests_total", app="web", endpoint="h") is not None
+    assert s.value("runbook_probe_consecutive_failures", app="web", endpoint="h") >= 1
     failed = [r for r in caplog.records if r.getMessage() == "probe failed"]
-    assert failed and failed[0].job == ("web", "h") and "RecursionError" in failed[0].error
+    by_scheduler = [r for r in failed if r.name == "exporter.scheduler"]
+    assert by_scheduler and by_scheduler[0].job == ("web", "h")
+    assert "RecursionError" in by_scheduler[0].error
+    by_prober = [r for r in failed if r.name == "exporter.probes"]
+    assert by_prober and by_prober[0].reason == "check_error"
 
 
 # --- the real command line: SIGHUP reloads, SIGTERM stops --------------------------------

@@ -143,6 +143,15 @@ class Prober:
         self._account(res, failure)
         return self._families(res, readings, failure)
 
+    def failed_run(self, error: str) -> list[Metric]:
+        """The job's run raised or was cut by the scheduler (a safety net: probe() bounds and
+        judges itself): counted and served as a failed probe, every series of the endpoint
+        kept, instead of the series vanishing."""
+        reason = "timeout" if error.startswith("timed out") else "check_error"
+        res = HTTPResult(failure=ProbeFailure(reason, error))
+        self._account(res, res.failure)
+        return self._families(res, [], res.failure)
+
     def _judge(self, res: HTTPResult) -> tuple[list[Metric], ProbeFailure | None]:
         """The probe's outcome, first failure wins: transport, status, size, encoding, JSON,
         assertion; an exception while judging wins over all but transport (check_error).
@@ -265,6 +274,7 @@ def probe_jobs(apps: list[App], clients: Clients) -> list[Job]:
                     run=prober.probe,
                     first_delay=jitter(app.name, ep.name, ep.interval),
                     self_metrics=False,
+                    on_error=prober.failed_run,
                 )
             )
     return jobs

@@ -583,14 +583,9 @@ def parse_config(text: str, source: str = "<config>", environment: Environment =
 def load_config(path: str | Path, environment: Environment = "require") -> Config:
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(configyaml.MAX_FILE_BYTES + 1)
+        text = configyaml.read(p)
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
-    if len(data) > configyaml.MAX_FILE_BYTES:
-        raise ConfigError(f"{p}: larger than {configyaml.MAX_FILE_BYTES // 1024 // 1024} MiB")
-    try:
-        text = configyaml.decode(data)
     except configyaml.YAMLProblem as e:
         raise ConfigError(e.located(str(p))) from None
     return parse_config(text, str(p), environment)

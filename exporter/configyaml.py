@@ -10,6 +10,7 @@ fault, and nothing is built before the document is known to be small once expand
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,6 +37,16 @@ class YAMLProblem(Exception):
         if self.line is not None:
             where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
         return f"{where}: {self.message}"
+
+
+def read(path: Path) -> str:
+    """A configuration file's text, read with its size bounded and decoded strictly (see
+    decode); OSError when it cannot be read, a YAMLProblem when it is too large or not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise YAMLProblem(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
+    return decode(data)
 
 
 def decode(data: bytes) -> str:

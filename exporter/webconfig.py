@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
-import yaml
 
+from exporter import configyaml
 from exporter.config import ConfigError
 
 log = logging.getLogger("exporter.web")
@@ -86,6 +86,7 @@ class WebConfig:
     tls: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    files: tuple[Path, ...] = ()  # the certificate files it names: a change to one reloads
 
     @property
     def auth_required(self) -> bool:
@@ -226,15 +227,12 @@ def _headers(http: dict, path: Path) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def parse_web_config(text: str, path: Path) -> WebConfig:
+    # the configuration's own YAML reader: duplicate keys, alias bombs and deep nesting are
+    # located errors here too, and no message quotes the file's content
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        # the problem only: PyYAML's context lines would quote the file's content
-        raise _err(
-            path, where, f"invalid YAML ({getattr(e, 'problem', None) or 'syntax'})"
-        ) from None
+        data, _ = configyaml.load(text)
+    except configyaml.YAMLProblem as e:
+        raise WebConfigError(e.located(str(path))) from None
     data = _mapping(data, path, "top level")
     for key in data:
         if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
@@ -247,19 +245,18 @@ def parse_web_config(text: str, path: Path) -> WebConfig:
         tls=_tls_context(tls, base, path) if tls else None,
         users=_users(data.get("basic_auth_users"), path),
         headers=_headers(http, path),
+        files=tuple(referenced_files(data, base)),
     )
 
 
 def load_web_config(path: str | Path) -> WebConfig:
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        text = configyaml.read(p)
     except OSError as e:
         raise WebConfigError(f"{p}: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise WebConfigError(f"{p}: not UTF-8 (byte {e.start})") from None
+    except configyaml.YAMLProblem as e:
+        raise WebConfigError(e.located(str(p))) from None
     return parse_web_config(text, p)
 
 
@@ -289,18 +286,9 @@ class WebConfigSource:
         self._stamp: tuple = ()
         self._config = WebConfig()
         if self.path is not None:
-            self._files = [self.path]
-            self._stamp = _stamp(self._files)
             self._config = load_web_config(self.path)  # at start an error is fatal (exit 2)
-            self._files = [self.path, *self._referenced()]
+            self._files = [self.path, *self._config.files]
             self._stamp = _stamp(self._files)
-
-    def _referenced(self) -> list[Path]:
-        try:
-            data = yaml.safe_load(self.path.read_text("utf-8"))  # type: ignore[union-attr]
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return []
-        return referenced_files(data, self.path.parent)  # type: ignore[union-attr]
 
     def current(self) -> WebConfig:
         if self.path is None:
@@ -322,7 +310,7 @@ class WebConfigSource:
                 )
                 return self._config
             self._config = config
-            self._files = [self.path, *self._referenced()]
+            self._files = [self.path, *config.files]
             self._stamp = _stamp(self._files)
             log.info("web config reloaded", extra={"file": str(self.path)})
             return config

@@ -440,7 +440,20 @@ def test_verified_passwords_are_remembered(start, tmp_path, monkeypatch):
         ),
         ("rate_limit: {burst: 2}\n", "rate_limit: unknown key (not supported"),
         ("basic_auth_users: [a, b]\n", "basic_auth_users: must be a mapping"),
-        ("a: [\n", "line 2: invalid YAML"),
+        ("a: [\n", "web.yml:2:1: invalid YAML"),
+        # the configuration's own YAML reader: duplicate keys and alias bombs are refused
+        (
+            "basic_auth_users:\n  prom: hunter2\nbasic_auth_users: {}\n",
+            "web.yml:3:1: invalid YAML: duplicate key 'basic_auth_users' (first at line 1)",
+        ),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            "the document expands to more than 100000 values",
+        ),
     ],
 )
 def test_web_config_errors_are_located_and_secret_free(tmp_path, text, expected):
@@ -448,7 +461,7 @@ def test_web_config_errors_are_located_and_secret_free(tmp_path, text, expected)
     web.write_text(text)
     with pytest.raises(WebConfigError) as e:
         load_web_config(web)
-    assert str(e.value).startswith(f"{web}: ") and expected in str(e.value)
+    assert str(e.value).startswith(f"{web}:") and expected in str(e.value)
     assert "hunter2" not in str(e.value)
 
 

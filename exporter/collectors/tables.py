@@ -25,6 +25,15 @@ T = ("target",)
 
 log = logging.getLogger("exporter.collectors.tables")
 
+# relations another session holds or awaits in ACCESS EXCLUSIVE mode, in this database
+LOCKED = """
+WITH locked AS (
+  SELECT DISTINCT l.relation
+  FROM pg_locks l
+  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)"""
+
 # Ranking is lock-free and O(tables) over the catalog only: pg_class.relpages of the heap, its
 # TOAST table and its indexes (kept by VACUUM, ANALYZE and CREATE INDEX; a table none of them
 # visited yet is sized directly on PostgreSQL 14+, and ranks by 0 on 13). Only the top N are
@@ -35,13 +44,9 @@ log = logging.getLogger("exporter.collectors.tables")
 # series (from the statistics, which take no lock) are served, and it is counted in
 # runbook_pg_tables_size_skipped. pg_locks is read once, only for this database.
 # Temporary tables are left out: they belong to one session and would only churn labels.
-TABLES_SQL = """
-WITH locked AS (
-  SELECT DISTINCT l.relation
-  FROM pg_locks l
-  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-), locked_tables AS (  -- tables whose heap, TOAST table or an index is locked
+TABLES_SQL = f"""{LOCKED},
+-- tables whose heap, TOAST table or an index is locked
+locked_tables AS (
   SELECT relation AS relid FROM locked
   UNION SELECT c.oid FROM pg_class c JOIN locked ON locked.relation = c.reltoastrelid
   UNION SELECT x.indrelid FROM pg_index x JOIN locked ON locked.relation = x.indexrelid
@@ -79,13 +84,7 @@ ORDER BY pages DESC NULLS LAST, schemaname, relname
 # indexes (a failed CREATE INDEX CONCURRENTLY) are counted apart and not as unused; an index
 # being built concurrently is briefly invalid too. An index held in ACCESS EXCLUSIVE mode
 # (REINDEX, VACUUM FULL) is sized from relpages instead of opened.
-INDEXES_SQL = """
-WITH locked AS (
-  SELECT DISTINCT l.relation
-  FROM pg_locks l
-  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-)
+INDEXES_SQL = f"""{LOCKED}
 SELECT count(*),
   coalesce(sum(CASE WHEN ui.indexrelid IN (SELECT relation FROM locked)
                     THEN ic.relpages::bigint * current_setting('block_size')::bigint
@@ -188,15 +187,13 @@ def dead_ratio(live: int, dead: int) -> float:
 
 async def _rows(conn, top_n: int) -> list[tuple]:
     """The top N rows. A lock taken between the read of pg_locks and the sizing fails the
-    statement after lock_timeout; the retry sees that lock and skips its table."""
-    for attempt in (1, 2):
-        try:
-            cur = await conn.execute(TABLES_SQL, {"top_n": top_n})
-            return await cur.fetchall()
-        except psycopg.errors.LockNotAvailable:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    statement after lock_timeout; the retry (once) sees that lock and skips its table."""
+    params = {"top_n": top_n}
+    try:
+        cur = await conn.execute(TABLES_SQL, params)
+    except psycopg.errors.LockNotAvailable:
+        cur = await conn.execute(TABLES_SQL, params)
+    return await cur.fetchall()
 
 
 class TablesSettings(CollectorSettings):

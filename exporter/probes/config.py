@@ -28,7 +28,7 @@ from exporter.configtypes import (
     ordered_pair,
     require_unique,
 )
-from exporter.secrets import register_secret, safe_url
+from exporter.secrets import looks_secret, register_secret, safe_url
 
 MiB = 1024 * 1024
 DAY = 86400.0
@@ -68,8 +68,6 @@ _BASE_UNITS = {"seconds", "bytes", "meters", "grams", "joules", "volts", "ampere
 _UNIT_PREFIXES = ("pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo")
 _UNIT_PREFIXES += ("kibi", "mega", "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi")
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
-# inline values of these headers are treated as secrets too (redacted from logs and errors)
-_SENSITIVE_HEADER_RE = re.compile(r"auth|cookie|token|secret|key|password|session", re.I)
 
 
 def _jmespath(expr: str) -> str:
@@ -404,7 +402,8 @@ class Endpoint(EndpointSettings):
 
     def register_inline_secrets(self) -> None:
         for name, value in self.headers.items():
-            if isinstance(value, str) and _SENSITIVE_HEADER_RE.search(name):
+            # inline values of secret-looking headers are secrets too (redacted everywhere)
+            if isinstance(value, str) and looks_secret(name):
                 register_secret(value)
 
 

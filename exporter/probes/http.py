@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from exporter.probes.config import _SENSITIVE_HEADER_RE, TLS, Endpoint, SecretError
-from exporter.secrets import redact, register_secret
+from exporter.probes.config import TLS, Endpoint, SecretError
+from exporter.secrets import looks_secret, redact, register_secret
 
 REASONS = (
     "connect",
@@ -279,7 +279,7 @@ def _headers_for_other_origins(ep: Endpoint, headers: dict[str, str]) -> dict[st
         for name, value in headers.items()
         if name.lower() not in secret
         and name.lower() not in ("host", "cookie", "authorization")
-        and not _SENSITIVE_HEADER_RE.search(name)
+        and not looks_secret(name)
     }
 
 

@@ -143,7 +143,6 @@ _NUMBER = re.compile(
     r"(?:0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+"
     r"|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?)"
 )
-_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
 # SET [SESSION | LOCAL] name {= | TO} value, SET TIME ZONE value, SET ROLE / SESSION
 # AUTHORIZATION value: the value, up to the end of the statement, becomes one placeholder.
 # Only where SET starts a statement or follows ALTER ...: UPDATE's SET column = $1 is DML,

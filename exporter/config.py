@@ -227,6 +227,9 @@ class Target(Model):
     statement_timeout: Duration = DEFAULT_STATEMENT_TIMEOUT
     lock_timeout: Duration = DEFAULT_LOCK_TIMEOUT
     connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT
+    # what sits between the exporter and PostgreSQL (docs/postgres.md, "Poolers"): in
+    # `transaction` mode the session is set up with no session state (exporter/db.py)
+    pooler: Literal["none", "session", "transaction"] = "none"
     collectors: Collectors = Field(default_factory=lambda: collectors_model()())
     queues: list[Queue] = []
     thresholds: PgThresholds = PgThresholds()

@@ -12,6 +12,16 @@ exporter holds a working session and turns 0 on the first failure:
   would make psycopg send a cancel request to the unresponsive server and wait up to 10 s for
   it, with `up` still 1; the shutdown ends the run at once, `up` turns 0, and the server-side
   session ends by itself when the server resumes (it finds the socket closed).
+
+Every run is one read-only transaction whose timeouts are its own (`run_transaction`:
+`set_config(..., true)`, i.e. SET LOCAL) and no statement is ever prepared, so the exporter
+works through a pooler in transaction mode (PgBouncer, Supabase's Supavisor on port 6543),
+which hands each transaction to whichever server connection is free: a session setting would
+land on one of them -- and stay there for the application's sessions -- and a prepared
+statement would be missing on the next one. With `pooler: transaction` the session itself is
+left exactly as the server made it; otherwise it also carries the same limits as session
+settings, so a statement sent outside a run is bounded too. A collector that catches a failed
+statement and goes on wraps it in `savepoint`, since a failure aborts the run's transaction.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from exporter.config import Target
 from exporter.secrets import redact
@@ -58,11 +70,39 @@ class MarkedCursor(psycopg.AsyncCursor):
         return await super().execute(query, params, **kwargs)
 
 
+def _ms(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"
+
+
+def _limits(target: Target) -> dict[str, str]:
+    """The settings every exporter statement runs under (a statement_timeout or lock_timeout
+    under 1 ms cannot happen: the config refuses it, as PostgreSQL would read it as "off")."""
+    return {
+        "statement_timeout": _ms(target.statement_timeout),
+        "lock_timeout": _ms(target.lock_timeout),
+        # a run left open (a frozen exporter) ends on the server instead of holding locks,
+        # snapshots or, behind a pooler, a server connection
+        "idle_in_transaction_session_timeout": _ms(max(target.collect_timeout, 1)),
+    }
+
+
+def _set_config(settings: dict[str, str], is_local: bool) -> sql.Composed:
+    return sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("set_config({}, {}, {})").format(
+                sql.Literal(name), sql.Literal(value), sql.Literal(is_local)
+            )
+            for name, value in settings.items()
+        )
+    )
+
+
 async def open_connection(
     target: Target, application_name: str = APPLICATION_NAME
 ) -> psycopg.AsyncConnection:
     """A new session to the target, set up the way every exporter statement expects it:
-    autocommit, marked statements, read-only, bounded by the target's timeouts. Raises
+    autocommit, marked statements, never prepared; through no pooler or one in session mode
+    also read-only and bounded by the target's timeouts as session settings. Raises
     ConfigError when the DSN or password cannot be resolved, the connection error otherwise
     (see describe_error); a session whose setup failed is closed, not leaked."""
     conn = await psycopg.AsyncConnection.connect(
@@ -72,26 +112,75 @@ async def open_connection(
         # libpq takes whole seconds; rounding down could give 0, which means "wait forever"
         connect_timeout=max(1, math.ceil(target.connect_timeout)),
         cursor_factory=MarkedCursor,
+        # psycopg prepares a statement run 5 times; a transaction-mode pooler (PgBouncer before
+        # 1.21, Supavisor) sends the next execution to a server that never saw it prepared
+        prepare_threshold=None,
     )
     try:
-        # SET rather than the `options` startup parameter: poolers such as pgbouncer and
-        # Supabase's pooler reject `options`, but accept these in session mode
-        await conn.execute(
-            "SELECT set_config('statement_timeout', %s, false),"
-            " set_config('lock_timeout', %s, false),"
-            " set_config('default_transaction_read_only', 'on', false),"
-            " set_config('idle_in_transaction_session_timeout', %s, false)",
-            (
-                f"{int(target.statement_timeout * 1000)}ms",
-                f"{int(target.lock_timeout * 1000)}ms",
-                f"{int(max(target.collect_timeout, 1) * 1000)}ms",
-            ),
-        )
+        if target.pooler == "transaction":
+            # nothing to set on a session the pooler shares out; the query makes the pooler
+            # reach a server, so `up` means the database answers, not only the pooler
+            await conn.execute("SELECT 1")
+        else:
+            # set_config rather than the `options` startup parameter: poolers such as pgbouncer
+            # and Supabase's pooler reject `options`, but accept these in session mode
+            await conn.execute(
+                _set_config({**_limits(target), "default_transaction_read_only": "on"}, False)
+            )
     except Exception:
         with suppress(Exception):
             await conn.close()
         raise
     return conn
+
+
+def _usable(conn: psycopg.AsyncConnection) -> bool:
+    return not (conn.closed or conn.broken)
+
+
+@asynccontextmanager
+async def run_transaction(
+    conn: psycopg.AsyncConnection, target: Target
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """One read-only transaction bounded by the target's timeouts set for it alone
+    (`set_config(..., true)` is SET LOCAL): what one collector run or doctor check sends, in
+    one round trip to start and one to end. A transaction-mode pooler keeps the transaction
+    on one server connection, so the limits hold for every statement in it and vanish with
+    it. Rolled back when the body raises (a cancelled run's connection is dropped instead)."""
+    begin = sql.SQL("BEGIN READ ONLY {}; {}").format(
+        sql.SQL(SQL_MARKER), _set_config(_limits(target), True)
+    )
+    try:
+        await conn.execute(begin)
+        yield conn
+    except BaseException as e:
+        if not isinstance(e, asyncio.CancelledError) and _usable(conn):
+            with suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+@asynccontextmanager
+async def savepoint(conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
+    """Statements whose failure the caller handles and goes on from (a queue whose table is
+    locked, a retry): in a run's transaction a failed statement would fail every later one,
+    so these run under a savepoint rolled back on failure. Outside a transaction (autocommit,
+    e.g. a collector called directly) each statement stands alone and nothing is needed."""
+    if conn.info.transaction_status == TransactionStatus.IDLE:
+        yield
+        return
+    await conn.execute("SAVEPOINT runbook_part")
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, asyncio.CancelledError) and _usable(conn):
+            with suppress(psycopg.Error):
+                await conn.execute(
+                    "ROLLBACK TO SAVEPOINT runbook_part; RELEASE SAVEPOINT runbook_part"
+                )
+        raise
+    await conn.execute("RELEASE SAVEPOINT runbook_part")
 
 
 def describe_error(e: BaseException) -> str:
@@ -162,7 +251,8 @@ class TargetDB:
 
             watchdog = loop.call_at(deadline, expire)
             try:
-                yield conn
+                async with run_transaction(conn, self.target):
+                    yield conn
             except BaseException as e:
                 if expired:
                     reason = f"no answer from the server within {budget:g}s; connection closed"
@@ -187,7 +277,7 @@ class TargetDB:
                 await self._drop(f"no answer from the server within {budget:g}s")
 
     def _usable(self) -> bool:
-        return self.conn is not None and not self.conn.closed and not self.conn.broken
+        return self.conn is not None and _usable(self.conn)
 
     async def _ensure(self) -> psycopg.AsyncConnection:
         if self._usable():

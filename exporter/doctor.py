@@ -26,7 +26,7 @@ from psycopg import sql
 from exporter import sources
 from exporter.collectors import queues as qc
 from exporter.config import Config, ConfigError, Queue, Target
-from exporter.db import describe_error, open_connection
+from exporter.db import describe_error, open_connection, run_transaction
 from exporter.secrets import redact
 
 APPLICATION_NAME = "runbook-exporter-doctor"
@@ -96,6 +96,22 @@ async def _one(conn: psycopg.AsyncConnection, query: Any, params: Any = None) ->
 
 
 async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report) -> None:
+    # each check is one bounded read-only transaction, as a collector run is (exporter/db.py),
+    # so the doctor works through a transaction-mode pooler too
+    async with run_transaction(conn, t):
+        await check_role(conn, report)
+    # each collector's own checks, also of the disabled ones (their findings become notes)
+    for collector in sources.collectors():
+        async with run_transaction(conn, t):
+            await collector(t, getattr(t.collectors, collector.name)).doctor(conn, report)
+    # the configured queues' tables and indexes, whether or not their collector runs
+    for q in t.queues:
+        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
+        async with run_transaction(conn, t):
+            await check_queue(conn, t, q, report)
+
+
+async def check_role(conn: psycopg.AsyncConnection, report: Report) -> None:
     user, version, monitor = await _one(
         conn,
         "SELECT current_user::text, current_setting('server_version'),"
@@ -111,13 +127,6 @@ async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report)
             "pg_stat_statements texts are hidden from it",
             fix=f"GRANT pg_monitor TO {quoted};",
         )
-    # each collector's own checks, also of the disabled ones (their findings become notes)
-    for collector in sources.collectors():
-        await collector(t, getattr(t.collectors, collector.name)).doctor(conn, report)
-    # the configured queues' tables and indexes, whether or not their collector runs
-    for q in t.queues:
-        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
-        await check_queue(conn, t, q, report)
 
 
 # --- queues -----------------------------------------------------------------------------
@@ -212,9 +221,13 @@ def _plan_nodes(node: dict) -> list[dict]:
 async def explain(conn: psycopg.AsyncConnection, query: qc.Query) -> dict:
     """The query's plan with sequential scans disabled: on a small table the planner would
     rightly prefer a seq scan, and we want to know whether it *can* use an index."""
-    async with conn.transaction():
+    plan = None
+    async with conn.transaction() as tx:  # a savepoint inside the check's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
         plan = await qc.explain_plan(conn, query)
+        # rolled back rather than released: a released SET LOCAL would last for the rest of
+        # the check's transaction
+        raise psycopg.Rollback(tx)
     assert plan is not None  # EXPLAIN always returns a plan
     return plan
 

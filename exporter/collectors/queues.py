@@ -32,6 +32,7 @@ from prometheus_client.core import Metric
 from psycopg import sql
 
 from exporter.config import Queue, Target
+from exporter.db import savepoint
 from exporter.metrics import spec
 from exporter.scheduler import PartialFailure
 from exporter.sources import Collector
@@ -485,7 +486,8 @@ class Queues(Collector):
                 raise QueueConfigError("; ".join(found))
             checked.add(q.label)
         try:
-            return await collect_queue(conn, target, q)
+            async with savepoint(conn):  # the check below runs in the same transaction
+                return await collect_queue(conn, target, q)
         except _SCHEMA_ERRORS as e:
             # the table changed since the check (dropped, renamed, grant revoked): check again
             # so the error names the config path rather than the SQL
@@ -502,7 +504,8 @@ class Queues(Collector):
         problems: list[str] = []
         for q in target.queues:
             try:
-                out.extend(await self.collect_checked(conn, q))
+                async with savepoint(conn):  # a failed queue leaves the others their transaction
+                    out.extend(await self.collect_checked(conn, q))
                 up.add_metric([target.name, q.label], 1)
             except QueueConfigError as e:
                 problems.append(str(e))

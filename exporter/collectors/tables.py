@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 from pydantic import Field
 
 from exporter.configtypes import Duration
+from exporter.db import savepoint
 from exporter.metrics import spec
 from exporter.sources import Collector, CollectorSettings
 
@@ -190,7 +191,8 @@ async def _rows(conn, top_n: int) -> list[tuple]:
     statement after lock_timeout; the retry (once) sees that lock and skips its table."""
     params = {"top_n": top_n}
     try:
-        cur = await conn.execute(TABLES_SQL, params)
+        async with savepoint(conn):  # the retry runs in the same transaction
+            cur = await conn.execute(TABLES_SQL, params)
     except psycopg.errors.LockNotAvailable:
         cur = await conn.execute(TABLES_SQL, params)
     return await cur.fetchall()

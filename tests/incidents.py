@@ -24,6 +24,7 @@ import trustme
 from exporter.demo.run import BACKLOG as BACKLOG  # re-exported for the end-to-end tests
 from exporter.demo.run import SCHEMA, STUCK
 from exporter.demo.sampleapp import SampleApp
+from tests import pgnet_schema
 from tests.test_probe_support import ThreadedServer
 
 # the demo's table and indexes (runbook 000), with a history of its own
@@ -206,6 +207,7 @@ def seeded_incident(dsn: str, tmp: Path, seconds: float = 90) -> Iterator[Seeded
     create_queue(dsn)
     seed_queue_incident(dsn)
     seed_database_history(dsn)
+    pgnet_schema.seed_incident(dsn)  # webhook calls failing with 401 (pg_net's tables)
     sessions = Sessions(dsn, seconds=seconds).start()
     try:
         app = SampleApp(host="127.0.0.1", port=0).start()

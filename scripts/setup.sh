@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus prometheus-alertmanager python3-venv systemd)  # systemd: systemd-analyze verify
+# systemd: systemd-analyze verify; pgbouncer: the transaction-mode pooler tests
+# (tests/test_pooler.py); postgresql-15 + postgresql-15-cron: the pg_cron tests
+APT_PACKAGES=(prometheus prometheus-alertmanager python3-venv systemd pgbouncer postgresql-15
+  postgresql-15-cron)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
-"""One PostgreSQL connection per target: reused, autocommit, read-only, bounded by timeouts.
+"""One PostgreSQL connection per target: reused; each run one read-only transaction bounded by
+timeouts.
 
 Collectors of a target take turns on the connection (an asyncio lock). `up` is 1 while the
 exporter holds a working session and turns 0 on the first failure:

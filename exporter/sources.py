@@ -78,8 +78,10 @@ class Collector(Source):
     """A database collector: one object per target, `collect` run by the scheduler on the
     target's connection at the collector's own interval.
 
-    `conn` is the target's psycopg AsyncConnection (autocommit, read-only, statement_timeout
-    and lock_timeout set). Raise on failure; the scheduler records it and drops this
+    `conn` is the target's psycopg AsyncConnection, inside the run's read-only transaction
+    with statement_timeout and lock_timeout set for it (exporter/db.py: no session state, no
+    prepared statements, `db.savepoint` around a statement whose failure is handled). Raise
+    on failure; the scheduler records it and drops this
     collector's series (`scheduler.PartialFailure` keeps the parts that worked)."""
 
     Settings: ClassVar[type[CollectorSettings]] = CollectorSettings

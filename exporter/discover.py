@@ -739,8 +739,15 @@ def _write_item(w: Writer, indent: int, item: dict, comments: dict[str, str], li
             w.comment(indent, text + (f"  # {comment}" if comment else ""))
 
 
-def render(found: Discovery, dsn: str, name: str, checks: list[str] | None = None) -> Rendered:
-    """The configuration text with its comments. `checks` are the doctor's lines (comments)."""
+def render(
+    found: Discovery,
+    dsn: str,
+    name: str,
+    checks: list[str] | None = None,
+    pgmq_live: bool | None = None,
+) -> Rendered:
+    """The configuration text with its comments. `checks` are the doctor's lines (comments);
+    `pgmq_live` whether pgmq items are configuration or comments (None: ask accepts_pgmq)."""
     w = Writer()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     w.comment(0, f"runbook-exporter configuration written by `runbook-exporter discover`, {now}")
@@ -766,7 +773,9 @@ def render(found: Discovery, dsn: str, name: str, checks: list[str] | None = Non
         w.line(4, f"password_env: {PASSWORD_ENV}")
 
     items: list[dict] = []
-    pgmq_live = found.pgmq is not None and accepts_pgmq()
+    if pgmq_live is None:
+        pgmq_live = accepts_pgmq()
+    pgmq_live = pgmq_live and found.pgmq is not None
     if pgmq_live and found.pgmq is not None:
         # a pgmq queue's label is its name: a table queue of the same name takes a longer one
         taken = {str(i["pgmq"]) for i in pgmq_items(found.pgmq)}
@@ -926,6 +935,8 @@ async def doctor_lines(conn: psycopg.AsyncConnection, config_text: str) -> tuple
             await check_target(conn, config.targets[0], report)
         except psycopg.Error as e:
             report.error(f"check aborted: {_err(e)}")
+        except Exception as e:  # a check that cannot run here must not cost the configuration
+            report.error(f"check aborted: {type(e).__name__}: {redact(str(e))}")
     return [line.rstrip() for line in buf.getvalue().splitlines() if line.strip()], report.findings
 
 
@@ -948,6 +959,7 @@ async def _discover(dsn: str, name: str | None) -> tuple[Rendered, list[str]] | 
     except ValidationError as e:
         msg = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
         return f"--dsn: {msg}"
+    pgmq_live = accepts_pgmq()  # asked once: both renderings must agree
     try:
         conn = await open_connection(target, application_name=APPLICATION_NAME)
     except ConfigError as e:
@@ -958,7 +970,7 @@ async def _discover(dsn: str, name: str | None) -> tuple[Rendered, list[str]] | 
         async with conn:
             found = await inspect(conn)
             label = name if name is not None else label_value(found.database)
-            first = render(found, dsn, label)
+            first = render(found, dsn, label, pgmq_live=pgmq_live)
             problem = _check(first)
             if problem is not None:
                 return problem
@@ -969,7 +981,7 @@ async def _discover(dsn: str, name: str | None) -> tuple[Rendered, list[str]] | 
     if fixes:
         checks = [*checks, "  FINDING  the role cannot read relations the configuration names:"]
         checks += [f"             {g}" for g in fixes]
-    out = render(found, dsn, label, checks)
+    out = render(found, dsn, label, checks, pgmq_live=pgmq_live)
     return out, checks
 
 

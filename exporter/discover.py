@@ -193,6 +193,8 @@ class Discovery:
     pgmq: PgmqQueues | None = None
     extensions: list[Extension] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was seen but not emitted, and why
+    # queue-shaped tables whose status values the role cannot see: GRANT SELECT and rerun
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --- the queries --------------------------------------------------------------------------
@@ -412,7 +414,16 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
                 continue
             source = f"a sample of {SAMPLE_ROWS} rows (the table has no statistics yet)"
         else:
-            source = "nowhere (the role cannot read the table or its statistics)"
+            cols = columns.get(c.oid, {})
+            if _pick(cols, CREATED_NAMES, "timestamp") and _pick(cols, UPDATED_NAMES, "timestamp"):
+                # shaped like a queue, but its values are hidden from this role
+                found.unreadable.append((c.schema, c.table))
+                found.notes.append(
+                    f"{where} has a status column ({c.column}) and timestamps, but the role "
+                    "can read neither the table nor its statistics: grant SELECT (see the "
+                    "checks) and run discover again"
+                )
+            continue
         default = _default_literal(c.default)
         if default is not None and default not in values and not complete:
             values = [*values, default]
@@ -906,19 +917,27 @@ def render(
 
 async def grants(conn: psycopg.AsyncConnection, found: Discovery) -> list[str]:
     """GRANT statements for relations the configuration reads that the role cannot."""
-    rels: list[str] = []
+    rels: list[tuple[str, str]] = list(found.unreadable)
     for q in found.queues:
         if not q.readable:
-            rels.append(sql.Identifier(q.schema, q.table).as_string(conn))
+            rels.append((q.schema, q.table))
         if q.dead_letter_table and not q.dlq_readable:
-            rels.append(sql.Identifier(*q.dead_letter_table).as_string(conn))
-    if found.pgmq:
-        rels.extend(found.pgmq.unreadable)
+            rels.append(q.dead_letter_table)
+    named = [*(found.pgmq.unreadable if found.pgmq else [])]
     for e in found.extensions:
         if e.found:
-            rels.extend(e.unreadable)
-    (role,) = await _one(conn, "SELECT quote_ident(current_user)")
-    return [f"GRANT SELECT ON {r} TO {role};" for r in rels]
+            named.extend(e.unreadable)
+    rels.extend((schema, table) for schema, table in (n.split(".", 1) for n in named))
+    if not rels:
+        return []
+    # quoted as PostgreSQL prints names: bare when it can be
+    rows = await _all(
+        conn,
+        "SELECT quote_ident(s) || '.' || quote_ident(t), quote_ident(current_user)"
+        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS r(s, t, i) ORDER BY i",
+        ([s for s, _ in rels], [t for _, t in rels]),
+    )
+    return [f"GRANT SELECT ON {r} TO {role};" for r, role in rows]
 
 
 async def doctor_lines(conn: psycopg.AsyncConnection, config_text: str) -> tuple[list[str], int]:

@@ -525,3 +525,34 @@ def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path
     }
     assert "its CHECK constraint" in text and "'null', \"it's odd\"" in text
     assert check_config(text, tmp_path).returncode == 0
+
+
+def test_missing_privileges_are_said_with_the_statements_that_grant_them(fresh_db, tmp_path):
+    role = f"discoverer_{conninfo_to_dict(fresh_db)['dbname']}"
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(JOBS_TABLE)  # text status: its values are hidden from a role without SELECT
+        add_jobs(c, 5, "pending")
+        c.execute("ANALYZE processing_jobs")
+        c.execute("CREATE TYPE notify_state AS ENUM ('queued', 'sending', 'sent', 'failed')")
+        c.execute(  # an enum: its labels are in the catalog, readable by anyone
+            "CREATE TABLE notify_jobs (status notify_state, created_at timestamptz,"
+            " updated_at timestamptz)"
+        )
+        c.execute(f"CREATE ROLE {role} LOGIN")  # no pg_monitor, no SELECT
+    try:
+        rc, text, err = discover(make_conninfo(fresh_db, user=role), tmp_path)
+        assert rc == 0, err
+        assert [q["table"] for q in queues_of(text)] == ["public.notify_jobs"]
+        for statement in (
+            f"GRANT pg_monitor TO {role};",
+            f"GRANT SELECT ON public.processing_jobs TO {role};",
+            f"GRANT SELECT ON public.notify_jobs TO {role};",
+        ):
+            assert statement in err
+            assert any(ln.startswith("#") and ln.endswith(statement) for ln in text.splitlines())
+        assert "public.processing_jobs has a status column (status) and timestamps" in text
+        assert 'permission denied: cannot SELECT from "public.notify_jobs"' in text
+        assert check_config(text, tmp_path).returncode == 0
+    finally:
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

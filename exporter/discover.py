@@ -67,7 +67,9 @@ PGMQ_NAMED_MAX = 20
 # the most pgmq queues a `"*"` item is set to follow (each queue is a dozen series)
 PGMQ_WILDCARD_MAX = 500
 # how many status-like columns are looked at (the catalog of a huge schema stays bounded)
-CANDIDATES_MAX = 500
+CANDIDATES_MAX = 1000
+# tables without statistics sampled at most (each sample reads up to SAMPLE_ROWS rows)
+SAMPLES_MAX = 20
 # rows of a table without statistics read to learn its status values
 SAMPLE_ROWS = 10000
 SAMPLE_VALUES = 100
@@ -220,7 +222,12 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                   AND dep.objid = c.oid AND dep.deptype = 'e')
   AND a.attname ~* '^([[:alnum:]_]+_)?(status|state)$'
   AND t.typcategory IN ('S', 'E')
-ORDER BY n.nspname, c.relname, a.attnum
+  -- queue-shaped: a created-at or updated-at timestamp (which one is missing is said later)
+  AND EXISTS (SELECT FROM pg_attribute ts WHERE ts.attrelid = c.oid AND ts.attnum > 0
+              AND NOT ts.attisdropped AND lower(ts.attname) = ANY(%(timestamps)s::text[])
+              AND ts.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype))
+-- the tables whose names say job, task, queue... first: the bound cuts the least likely
+ORDER BY c.relname ~* %(hint)s DESC, t.typtype = 'e' DESC, n.nspname, c.relname, a.attnum
 LIMIT %(limit)s
 """
 
@@ -364,12 +371,20 @@ def job_like(statuses: dict[str, list[str]], unmapped: list[str], table: str) ->
 
 
 async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> None:
-    rows = await _all(conn, CANDIDATES_SQL, {"limit": CANDIDATES_MAX + 1})
+    rows = await _all(
+        conn,
+        CANDIDATES_SQL,
+        {
+            "limit": CANDIDATES_MAX + 1,
+            "timestamps": [*CREATED_NAMES, *UPDATED_NAMES],
+            "hint": QUEUE_NAME_HINT.pattern,
+        },
+    )
     if len(rows) > CANDIDATES_MAX:
         rows = rows[:CANDIDATES_MAX]
         found.notes.append(
-            f"more than {CANDIDATES_MAX} status-like columns: only the first {CANDIDATES_MAX} "
-            "(by schema and table name) were looked at"
+            f"more than {CANDIDATES_MAX} status-like columns: only {CANDIDATES_MAX} were "
+            "looked at (tables named like job, task, queue... first)"
         )
     cands = [_Candidate(*r) for r in rows]
     if not cands:
@@ -395,6 +410,7 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
         seen.extend(v for v in [*(mcv or []), *(hist or [])] if v not in seen)
 
     chosen: dict[int, TableQueue] = {}
+    samples = 0
     for c in cands:
         if c.oid in chosen:  # a table's first job-like status column wins
             continue
@@ -407,6 +423,13 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
         elif (c.schema, c.table, c.column) in stats:
             values, source = stats[(c.schema, c.table, c.column)], "planner statistics"
         elif c.readable and c.column_readable:
+            if samples >= SAMPLES_MAX:
+                found.notes.append(
+                    f"{where}: not sampled (already {SAMPLES_MAX} tables without statistics "
+                    f"sampled); ANALYZE {where} and run discover again"
+                )
+                continue
+            samples += 1
             try:
                 values = await _sample(conn, c.schema, c.table, c.column)
             except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege) as e:
@@ -479,7 +502,7 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
             )
             continue
         chosen[c.oid] = q
-    found.queues = list(chosen.values())
+    found.queues = sorted(chosen.values(), key=lambda q: (q.schema, q.table))
     await attach_dead_letter_tables(conn, found)
     _unique_labels(found.queues)
 

@@ -28,6 +28,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import discover as d
+from tests.helpers import Scrape
 from tests.test_queues import DLQ_TABLE, JOBS_TABLE, add_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,26 @@ def check_config(text: str, tmp_path: Path, pre: str = "") -> subprocess.Complet
 
 def queues_of(text: str) -> list[dict]:
     return yaml.safe_load(text)["targets"][0].get("queues", [])
+
+
+def serves(text: str, run_exporter) -> Scrape:
+    """Start the real exporter with the text as written and scrape it until the target is up
+    and every configured queue is collected (runbook_queue_up 1); every collector the
+    configuration switches on runs as a job (its runbook_collector_success series exists)."""
+    target = yaml.safe_load(text)["targets"][0]
+    name = target["name"]
+    labels = [q.get("name") or q.get("pgmq") or q["table"].split(".")[1] for q in queues_of(text)]
+    exp = run_exporter(text)
+
+    def ready(s: Scrape) -> bool:
+        return s.value("runbook_target_up", target=name) == 1 and all(
+            s.value("runbook_queue_up", target=name, queue=q) == 1 for q in labels
+        )
+
+    s = exp.wait_for(ready, what=f"target {name} up, queues {labels} collected")
+    for collector in target.get("collectors", {}):
+        assert s.value("runbook_collector_success", target=name, collector=collector) is not None
+    return s
 
 
 # --- seeds ----------------------------------------------------------------------------------
@@ -295,7 +316,9 @@ def test_sampling_a_table_without_statistics_reads_a_bounded_number_of_rows(fres
 # --- pgmq ---------------------------------------------------------------------------------
 
 
-def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(fresh_db, tmp_path):
+def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
+    fresh_db, tmp_path, run_exporter
+):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         seed_pgmq(c, ["email", "email_dlq", "reports"])
     rc, text, err = discover(fresh_db, tmp_path)
@@ -322,6 +345,7 @@ def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(fresh_db, tm
             assert f"\n      # {line}\n" in text, text
         assert "cannot monitor pgmq queues yet" in text
         assert "1 left as comments" not in err and "2 left as comments" in err
+    serves(text, run_exporter)
 
 
 def test_many_pgmq_queues_become_one_wildcard_item(fresh_db, tmp_path):
@@ -381,7 +405,9 @@ def test_cron_and_pgnet_switch_their_collectors_on_once_the_exporter_has_them(fr
     assert "collector pgnet: every 15s" in checked.stdout
 
 
-def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(fresh_db, tmp_path):
+def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(
+    fresh_db, tmp_path, run_exporter
+):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         seed_cron_and_net(c)
     rc, text, err = discover(fresh_db, tmp_path)
@@ -394,12 +420,13 @@ def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(fresh_db, tmp
     collectors = yaml.safe_load(text)["targets"][0].get("collectors", {})
     assert sorted(collectors) == sorted({"cron", "pgnet"} - set(missing))
     assert rc == (1 if len(missing) == 2 else 0), err
+    serves(text, run_exporter)
 
 
 # --- nothing found, errors, secrets -------------------------------------------------------
 
 
-def test_an_empty_database_gives_a_valid_config_and_exit_1(fresh_db, tmp_path):
+def test_an_empty_database_gives_a_valid_config_and_exit_1(fresh_db, tmp_path, run_exporter):
     rc, text, err = discover(fresh_db, tmp_path)
     assert rc == 1, err
     assert "queues" not in yaml.safe_load(text)["targets"][0]
@@ -407,6 +434,7 @@ def test_an_empty_database_gives_a_valid_config_and_exit_1(fresh_db, tmp_path):
     # the doctor's target checks: pg_stat_statements is installed and loaded (conftest)
     assert "pg_stat_statements" in text and "is installed and loaded" in text
     assert "0 item(s) to monitor" in err
+    serves(text, run_exporter)  # the database-health collectors
 
 
 def test_the_password_is_never_printed(jobs_db, tmp_path):
@@ -506,7 +534,7 @@ def test_database_text_in_comments_stays_on_one_line():
     assert w.text() == "# a table named x\\x0ay: 1\n"
 
 
-def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path):
+def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path, run_exporter):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(
             "CREATE TABLE job_queue (status text CHECK (status IN"
@@ -525,6 +553,10 @@ def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path
     }
     assert "its CHECK constraint" in text and "'null', \"it's odd\"" in text
     assert check_config(text, tmp_path).returncode == 0
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("INSERT INTO job_queue VALUES ('in progress', now(), now())")
+    s = serves(text, run_exporter)
+    assert s.value("runbook_queue_jobs", queue="job_queue", status="processing") == 1
 
 
 def test_missing_privileges_are_said_with_the_statements_that_grant_them(fresh_db, tmp_path):

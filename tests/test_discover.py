@@ -27,7 +27,7 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter import discover as d
+from exporter.discover import catalog, output, statuses
 from tests.helpers import Scrape
 from tests.test_queues import DLQ_TABLE, JOBS_TABLE, add_jobs
 
@@ -310,7 +310,7 @@ def test_sampling_a_table_without_statistics_reads_a_bounded_number_of_rows(fres
         ).fetchone()[0]
     assert [q["table"] for q in queues_of(text)] == ["public.big_jobs"]
     # the sample's LIMIT 10000 (the doctor only EXPLAINs): not the table's 100,000 rows
-    assert 0 < after - before <= d.SAMPLE_ROWS, (before, after)
+    assert 0 < after - before <= catalog.SAMPLE_ROWS, (before, after)
 
 
 # --- pgmq ---------------------------------------------------------------------------------
@@ -323,8 +323,8 @@ def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
         seed_pgmq(c, ["email", "email_dlq", "reports"])
     rc, text, err = discover(fresh_db, tmp_path)
     items = [{"pgmq": "email", "dead_letter_queue": "email_dlq"}, {"pgmq": "reports"}]
-    assert d.pgmq_items(d.PgmqQueues(["email", "email_dlq", "reports"], {"email": "email_dlq"},
-                                     False, [])) == items  # fmt: skip
+    found = catalog.PgmqQueues(["email", "email_dlq", "reports"], {"email": "email_dlq"}, False, [])
+    assert output.pgmq_items(found) == items
     shape = [
         "- pgmq: email",
         "  dead_letter_queue: email_dlq  # inferred from its name",
@@ -333,7 +333,7 @@ def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
     assert "pgmq: 3 queue(s) in pgmq.meta: email, email_dlq, reports" in text
     checked = check_config(text, tmp_path)
     assert checked.returncode == 0, checked.stderr
-    if d.accepts_pgmq():  # the pgmq queue kind is merged: the items are live configuration
+    if output.accepts_pgmq():  # the pgmq queue kind is merged: the items are live configuration
         assert rc == 0, err
         assert queues_of(text) == items
         for line in shape:
@@ -349,13 +349,13 @@ def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
 
 
 def test_many_pgmq_queues_become_one_wildcard_item(fresh_db, tmp_path):
-    names = [f"q{i:02d}" for i in range(d.PGMQ_NAMED_MAX + 1)]
+    names = [f"q{i:02d}" for i in range(catalog.PGMQ_NAMED_MAX + 1)]
     with psycopg.connect(fresh_db, autocommit=True) as c:
         seed_pgmq(c, names)
     rc, text, err = discover(fresh_db, tmp_path)
     assert "pgmq: 21 queue(s) in pgmq.meta" in text
     wildcard = ['- pgmq: "*"', "  max_queues: 21"]
-    if d.accepts_pgmq():
+    if output.accepts_pgmq():
         assert rc == 0, err
         assert queues_of(text) == [{"pgmq": "*", "max_queues": 21}]
     else:
@@ -384,7 +384,7 @@ def stand_ins(tmp_path: Path) -> str:
     where = tmp_path / "standins"
     where.mkdir()
     for name in ("cron", "pgnet"):
-        if not d.has_collector(name):
+        if not output.has_collector(name):
             (where / f"{name}.py").write_text(STAND_IN.format(name=name))
     return f"import exporter.collectors\nexporter.collectors.__path__.append({str(where)!r})"
 
@@ -413,7 +413,7 @@ def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(
     rc, text, err = discover(fresh_db, tmp_path)
     checked = check_config(text, tmp_path)
     assert checked.returncode == 0, checked.stderr
-    missing = [n for n in ("cron", "pgnet") if not d.has_collector(n)]
+    missing = [n for n in ("cron", "pgnet") if not output.has_collector(n)]
     for name in missing:
         assert f"# {name} collector yet. A version that has one takes:" in text
         assert f"# collectors: {{{name}: {{enabled: true}}}}" in text
@@ -498,12 +498,12 @@ def free_port() -> int:
     ],
 )
 def test_status_values_map_to_roles(value, role):
-    assert d.role_of(value) == role
+    assert statuses.role_of(value) == role
 
 
 def test_job_like_needs_a_pending_value_and_other_roles():
     def like(values, table="things"):
-        return d.job_like(*d.map_values(values), table)
+        return statuses.job_like(*statuses.map_values(values), table)
 
     assert like(["pending", "running", "done"])
     assert like(["queued", "done"], table="email_jobs")  # two roles, and a queue-like name
@@ -518,18 +518,18 @@ def test_job_like_needs_a_pending_value_and_other_roles():
     [("jobs_dlq", "jobs"), ("dead_letter_jobs", "jobs"), ("email_dead", "email"), ("jobs", None)],
 )
 def test_dead_letter_names(name, base):
-    assert d.dlq_base(name) == base
+    assert statuses.dlq_base(name) == base
 
 
 @pytest.mark.parametrize(
     "value", ["plain", "yes", "null", "a b", "x: y", "#c", "'q'", '"d"', "é", "tab\there", "\x85"]
 )
 def test_scalars_read_back_as_written(value):
-    assert yaml.safe_load(f"k: {d.scalar(value)}") == {"k": value}
+    assert yaml.safe_load(f"k: {output.scalar(value)}") == {"k": value}
 
 
 def test_database_text_in_comments_stays_on_one_line():
-    w = d.Writer()
+    w = output.Writer()
     w.comment(0, "a table named x\ny: 1")
     assert w.text() == "# a table named x\\x0ay: 1\n"
 

@@ -588,3 +588,25 @@ def test_missing_privileges_are_said_with_the_statements_that_grant_them(fresh_d
     finally:
         with psycopg.connect(fresh_db, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_same_table_names_in_two_schemas_get_their_own_labels(fresh_db, tmp_path, run_exporter):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        for schema in ("billing", "mail"):
+            c.execute(
+                f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.jobs (state text,"
+                " attempts int, created_at timestamptz, updated_at timestamptz);"
+                f"INSERT INTO {schema}.jobs SELECT (ARRAY['pending','running','done'])[i % 3 + 1],"
+                " 0, now(), now() FROM generate_series(1, 30) i;"
+                f"ANALYZE {schema}.jobs"
+            )
+        c.execute("CREATE TABLE mail.dead_letter_jobs (id int, payload jsonb)")
+    rc, text, err = discover(fresh_db, tmp_path)
+    assert rc == 0, err
+    assert [(q["table"], q["name"], q.get("dead_letter_table")) for q in queues_of(text)] == [
+        ("billing.jobs", "billing_jobs", None),
+        ("mail.jobs", "mail_jobs", "mail.dead_letter_jobs"),
+    ]
+    assert check_config(text, tmp_path).returncode == 0
+    s = serves(text, run_exporter)
+    assert s.value("runbook_queue_jobs", queue="mail_jobs", status="pending") == 10

@@ -290,6 +290,9 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
         if c.oid in chosen:  # a table's first job-like status column wins
             continue
         where = f"{c.schema}.{c.table}"
+        if "." in c.schema or "." in c.table:  # `table: schema.name` cannot say it
+            found.notes.append(f"{shown(where)}: a name holding a '.' is not looked at")
+            continue
         values, complete = [], False
         if c.enum_labels is not None:
             values, source, complete = list(c.enum_labels), f"the labels of enum {c.type}", True
@@ -371,11 +374,6 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
                 "the table has a per-row retry limit column; the exporter counts a failed job "
                 "as retries-exhausted at one max_retries per queue (runbook 000: 3): set it"
             )
-        if "." in c.schema or "." in c.table:
-            found.notes.append(
-                f"{where!r} looks like a job queue but its name holds a '.': skipped"
-            )
-            continue
         chosen[c.oid] = q
     found.queues = sorted(chosen.values(), key=lambda q: (q.schema, q.table))
     await attach_dead_letter_tables(conn, found)
@@ -390,7 +388,7 @@ async def attach_dead_letter_tables(conn: psycopg.AsyncConnection, found: Discov
     queues = found.queues
     for schema, table, readable in rows:
         base = dlq_base(table)
-        if base is None:
+        if base is None or "." in schema or "." in table:
             continue
         same_schema = [q for q in queues if q.schema == schema and q.table != table]
         match = [q for q in same_schema if q.table.lower() == base.lower()]

@@ -81,7 +81,7 @@ def flow_list(values: list[str]) -> str:
 
 
 class Writer:
-    """Lines of YAML with comments; `data` is what the YAML says, to check the text against."""
+    """Lines of YAML and comments, every comment kept on one line."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -174,6 +174,73 @@ def _write_item(w: Writer, indent: int, item: dict, comments: dict[str, str], li
             w.comment(indent, text + (f"  # {comment}" if comment else ""))
 
 
+def _write_table_queue(w: Writer, q: TableQueue) -> dict:
+    """A table queue with the comments that say why: the values found and where from, the
+    roles assumed, what is left unmapped."""
+    item = table_item(q)
+    w.comment(6, f"{q.qualified}: a job queue, by its column {q.status_column} ({q.status_type})")
+    w.comment(6, f"  status values from {q.values_from}:")
+    for role in ROLES:
+        if role not in q.assumed:
+            for v in q.statuses[role]:
+                w.comment(6, f"    {shown(v)} -> {role}")
+    if q.assumed:
+        w.comment(
+            6,
+            f"  no value seen for {', '.join(q.assumed)}: runbook 000's name for it is kept "
+            "(it matches nothing until the app writes it)",
+        )
+    if not q.statuses["dead"]:
+        w.comment(6, "  no dead status seen: dead: [] (a value here would be counted as dead)")
+    if q.unmapped:
+        why = [
+            f"{shown(v)} (a deliberate stop: neither completed, failed nor dead)"
+            if normalise(v) in NOT_MAPPED_ON_PURPOSE
+            else shown(v)
+            for v in q.unmapped
+        ]
+        w.comment(
+            6, "  not mapped, so not counted (add them to a role if they matter): " + ", ".join(why)
+        )
+    if q.retry_count is None:
+        names = ", ".join(RETRY_NAMES[:4])
+        w.comment(6, f"  no retry-count column ({names}, ...): retries_exhausted stays 0")
+    for note in q.notes:
+        w.comment(6, f"  {note}")
+    comments = {"dead_letter_table": "inferred from its name"} if q.dead_letter_table else {}
+    _write_item(w, 6, item, comments, live=True)
+    return item
+
+
+def _write_pgmq(w: Writer, p: PgmqQueues, live: bool) -> list[dict]:
+    """The pgmq items, live or as comments; returns them."""
+    what = f"{len(p.names)}{'+' if p.truncated else ''} queue(s) in pgmq.meta"
+    if p.names and len(p.names) <= PGMQ_NAMED_MAX:
+        what += f": {', '.join(p.names)}"
+    w.comment(6, f"pgmq: {what}")
+    if len(p.names) > PGMQ_NAMED_MAX:
+        w.comment(
+            6,
+            f'  more than {PGMQ_NAMED_MAX}: one `pgmq: "*"` item follows them all (up to '
+            "max_queues); name a queue in its own item to give it its own thresholds",
+        )
+        if p.dead_letter_of:
+            pairs = ", ".join(f"{d} for {q}" for q, d in sorted(p.dead_letter_of.items()))
+            w.comment(
+                6, f"  dead-letter queues by their names (configure by name to use them): {pairs}"
+            )
+    if not live:
+        w.comment(
+            6,
+            "  this runbook-exporter cannot monitor pgmq queues yet: the items are commented "
+            "out (a version with pgmq support takes them as they are)",
+        )
+    items = pgmq_items(p) if p.names else []
+    for item in items:
+        _write_item(w, 6, item, {"dead_letter_queue": "inferred from its name"}, live)
+    return items
+
+
 def render(
     found: Discovery,
     dsn: str,
@@ -197,113 +264,38 @@ def render(
     w.line(0, "targets:")
     w.line(2, f"- name: {scalar(name)}")
     if removed:
-        w.comment(
-            4,
-            f"the DSN given had a {' and '.join(removed)}: it is not written here; the exporter "
-            f"reads the password from the environment variable {PASSWORD_ENV}",
-        )
+        said = f"the DSN given had a {' and '.join(removed)}: it is not written here"
+        if "password" in removed:
+            said += f"; the exporter reads the password from the variable {PASSWORD_ENV}"
+        w.comment(4, said)
     w.line(4, f"dsn: {scalar(safe)}")
     if "password" in removed:
         target["password_env"] = PASSWORD_ENV
         w.line(4, f"password_env: {PASSWORD_ENV}")
 
-    items: list[dict] = []
-    if pgmq_live is None:
-        pgmq_live = accepts_pgmq()
-    pgmq_live = pgmq_live and found.pgmq is not None
-    if pgmq_live and found.pgmq is not None:
+    live = found.pgmq is not None and (accepts_pgmq() if pgmq_live is None else pgmq_live)
+    if live and found.pgmq is not None:
         # a pgmq queue's label is its name: a table queue of the same name takes a longer one
         taken = {str(i["pgmq"]) for i in pgmq_items(found.pgmq)}
         for q in found.queues:
             if (q.name or q.table) in taken:
                 q.name = label_value(f"{q.schema}_{q.table}")
+    items: list[dict] = []
     if found.queues or found.pgmq is not None:
         w.line(4, "queues:")
-    for q in found.queues:
-        item = table_item(q)
-        items.append(item)
-        monitored += 1
-        w.comment(
-            6, f"{q.qualified}: a job queue, by its column {q.status_column} ({q.status_type})"
-        )
-        w.comment(6, f"  status values from {q.values_from}:")
-        for role in ROLES:
-            for v in q.statuses[role]:
-                if role not in q.assumed:
-                    w.comment(6, f"    {shown(v)} -> {role}")
-        if q.assumed:
-            w.comment(
-                6,
-                f"  no value seen for {', '.join(q.assumed)}: runbook 000's name for it is kept "
-                "(it matches nothing until the app writes it)",
-            )
-        if not q.statuses["dead"]:
-            w.comment(6, "  no dead status seen: dead: [] (a value here would be counted as dead)")
-        if q.unmapped:
-            why = [
-                f"{shown(v)} (a deliberate stop: neither completed, failed nor dead)"
-                if normalise(v) in NOT_MAPPED_ON_PURPOSE
-                else shown(v)
-                for v in q.unmapped
-            ]
-            w.comment(
-                6,
-                "  not mapped, so not counted (add them to a role if they matter): "
-                + ", ".join(why),
-            )
-        if q.retry_count is None:
-            w.comment(
-                6,
-                f"  no retry-count column ({', '.join(RETRY_NAMES[:4])}, ...): "
-                "retries_exhausted stays 0",
-            )
-        for note in q.notes:
-            w.comment(6, f"  {note}")
-        comments = {}
-        if q.dead_letter_table:
-            comments["dead_letter_table"] = "inferred from its name"
-        _write_item(w, 6, item, comments, live=True)
-    if found.pgmq is not None:
-        p = found.pgmq
-        live = pgmq_live
-        what = f"{len(p.names)}{'+' if p.truncated else ''} queue(s) in pgmq.meta"
-        w.comment(
-            6,
-            f"pgmq: {what}"
-            + (f": {', '.join(p.names)}" if p.names and len(p.names) <= PGMQ_NAMED_MAX else ""),
-        )
-        if len(p.names) > PGMQ_NAMED_MAX:
-            w.comment(
-                6,
-                f'  more than {PGMQ_NAMED_MAX}: one `pgmq: "*"` item follows them all (up to '
-                "max_queues); name a queue in its own item to give it its own thresholds",
-            )
-            if p.dead_letter_of:
-                pairs = ", ".join(f"{d} for {q}" for q, d in sorted(p.dead_letter_of.items()))
-                w.comment(
-                    6,
-                    f"  dead-letter queues by their names (configure by name to use them): {pairs}",
-                )
-        if not live:
-            w.comment(
-                6,
-                "  this runbook-exporter cannot monitor pgmq queues yet: the items are commented "
-                "out (a version with pgmq support takes them as they are)",
-            )
-        for item in pgmq_items(p) if p.names else []:
-            comments = {"dead_letter_queue": "inferred from its name"}
-            _write_item(w, 6, item, comments, live)
+        at = len(w.lines) - 1
+        items = [_write_table_queue(w, q) for q in found.queues]
+        monitored += len(items)
+        if found.pgmq is not None:
+            pgmq = _write_pgmq(w, found.pgmq, live)
             if live:
-                items.append(item)
-                monitored += 1
+                items += pgmq
+                monitored += len(pgmq)
             else:
-                commented += 1
-    if items:
+                commented += len(pgmq)
+        if not items:  # only commented items: an empty list keeps `queues:` valid
+            w.lines[at] = "    queues: []"
         target["queues"] = items
-    elif "queues" not in target and (found.queues or found.pgmq is not None):
-        # only commented items: an empty list keeps `queues:` valid
-        w.lines[w.lines.index("    queues:")] = "    queues: []"
-        target["queues"] = []
 
     on = [e for e in found.extensions if e.found and has_collector(e.collector)]
     off = [e for e in found.extensions if e.found and not has_collector(e.collector)]

@@ -73,15 +73,19 @@ def serves(text: str, run_exporter) -> Scrape:
     labels = [q.get("name") or q.get("pgmq") or q["table"].split(".")[1] for q in queues_of(text)]
     exp = run_exporter(text)
 
+    collectors = list(target.get("collectors", {}))
+
     def ready(s: Scrape) -> bool:
-        return s.value("runbook_target_up", target=name) == 1 and all(
-            s.value("runbook_queue_up", target=name, queue=q) == 1 for q in labels
+        return (
+            s.value("runbook_target_up", target=name) == 1
+            and all(s.value("runbook_queue_up", target=name, queue=q) == 1 for q in labels)
+            and all(
+                s.value("runbook_collector_success", target=name, collector=c) is not None
+                for c in collectors
+            )
         )
 
-    s = exp.wait_for(ready, what=f"target {name} up, queues {labels} collected")
-    for collector in target.get("collectors", {}):
-        assert s.value("runbook_collector_success", target=name, collector=collector) is not None
-    return s
+    return exp.wait_for(ready, what=f"target {name} up, queues {labels}, collectors {collectors}")
 
 
 # --- seeds ----------------------------------------------------------------------------------

@@ -614,3 +614,16 @@ def test_same_table_names_in_two_schemas_get_their_own_labels(fresh_db, tmp_path
     assert check_config(text, tmp_path).returncode == 0
     s = serves(text, run_exporter)
     assert s.value("runbook_queue_jobs", queue="mail_jobs", status="pending") == 10
+
+
+def test_pg_stat_statements_missing_in_the_database_is_said_with_its_fix(fresh_db, tmp_path):
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("DROP EXTENSION pg_stat_statements")  # loaded by the server, not created here
+    rc, text, err = discover(fresh_db, tmp_path)
+    assert rc == 1, err
+    said = "pg_stat_statements is not installed in this database"
+    fix = "CREATE EXTENSION pg_stat_statements;"
+    for out in (text, err):
+        assert said in out and fix in out
+    assert all(line.startswith("#") for line in text.splitlines() if fix in line)
+    assert check_config(text, tmp_path).returncode == 0

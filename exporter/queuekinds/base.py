@@ -78,12 +78,17 @@ async def table_info(conn: psycopg.AsyncConnection, qualified: str) -> TableInfo
 
 def relation_problem(path: str, key: str, name: str, info: TableInfo | None) -> str | None:
     """Why the relation `name` (config key `key`) cannot be read, or None when it can."""
+    return unreadable(f"{path}.{key}", name, info)
+
+
+def unreadable(where: str, name: str, info: TableInfo | None) -> str | None:
+    """Why the relation `name` cannot be read (`where`: the config path and key), or None."""
     if info is None:
-        return f'{path}.{key}: table "{name}" does not exist'
+        return f'{where}: table "{name}" does not exist'
     if info.relkind not in SELECTABLE:
-        return f'{path}.{key}: "{name}" is not a table or view'
+        return f'{where}: "{name}" is not a table or view'
     if not info.readable:
-        return f'{path}.{key}: permission denied: cannot SELECT from "{name}"'
+        return f'{where}: permission denied: cannot SELECT from "{name}"'
     return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,26 @@ def test_pgmq_config_shapes_and_errors() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(base + items, "f.yml")
         assert expected in str(e.value), str(e.value)
+
+
+def test_check_config_takes_the_items_discover_emits(tmp_path) -> None:
+    """`- pgmq: <name>` and `- pgmq: "*"` (what `discover` prints) pass --check-config, which
+    says what each item collects."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "targets:\n  - name: app\n    dsn: 'host=127.0.0.1 dbname=app'\n    queues:\n"
+        '      - pgmq: email\n      - pgmq: "*"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "queue email: pgmq queue email, stuck after 1800s" in r.stdout
+    assert "queue *: every pgmq queue in pgmq.meta (at most 50)" in r.stdout
 
 
 # --- a real database with pgmq queues in trouble --------------------------------------------

@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from exporter import queuekinds
 from exporter.config import QUEUE_KINDS, ConfigError, parse_config
 from exporter.doctor import run_doctor
+from exporter.queuekinds.pgmq import MAX_DELETE_SAMPLES, WindowGrowth
 from tests import pgmq_schema as pgmq
 from tests.helpers import Scrape, assert_declared, assert_promtool_clean, tool
 
@@ -91,6 +92,21 @@ def test_check_config_takes_the_items_discover_emits(tmp_path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "queue email: pgmq queue email, stuck after 1800s" in r.stdout
     assert "queue *: every pgmq queue in pgmq.meta (at most 50)" in r.stdout
+
+
+def test_window_growth_of_the_delete_counter() -> None:
+    g = WindowGrowth(60.0)
+    assert g.update(0, 100) is None  # nothing to compare with yet
+    assert g.update(15, 104) == 4  # a shorter span until a window has passed
+    assert g.update(30, 110) == 10
+    assert g.update(75, 130) == 26  # newest sample at least 60 s old: t=15 (104)
+    assert g.update(95, 130) == 20  # t=30 (110)
+    assert g.update(100, 3) is None  # the counter went down (statistics reset): start over
+    assert g.update(101, 5) == 2
+    many = WindowGrowth(60.0)
+    for i in range(100_000):  # every 1 ms: the samples stay bounded
+        many.update(i / 1000, float(i))
+    assert len(many.samples) <= MAX_DELETE_SAMPLES + 2
 
 
 # --- a real database with pgmq queues in trouble --------------------------------------------

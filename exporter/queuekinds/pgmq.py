@@ -59,9 +59,9 @@ TIMESTAMPTZ = "timestamp with time zone"
 # the columns the queries read, and the type pgmq gives them
 QUEUE_COLUMNS = {"read_ct": "N", "enqueued_at": "D", "vt": "D"}
 ARCHIVE_COLUMNS = {"archived_at": "D"}
-# how many samples of the delete counter a queue keeps (one per run; bounded whatever the
+# how many samples of the delete counter a queue keeps per window (bounded whatever the
 # interval and window)
-MAX_DELETE_SAMPLES = 2000
+MAX_DELETE_SAMPLES = 1000
 
 SCHEMA_SQL = """
 SELECT n.oid IS NOT NULL,
@@ -256,6 +256,30 @@ async def find_queue(
     return tables, problems
 
 
+class WindowGrowth:
+    """The growth of an ever-rising counter (n_tup_del) over a sliding window, from samples
+    taken run by run: the current value minus the newest sample at least one window old (the
+    oldest one while the exporter has run for less than a window). None on the first sample:
+    there is nothing to compare with yet. A counter that went down (statistics reset) starts
+    over. Samples are kept at least window / MAX_DELETE_SAMPLES apart, so at most about
+    MAX_DELETE_SAMPLES are kept whatever the interval."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, float]] = deque()
+
+    def update(self, now: float, value: float) -> float | None:
+        samples = self.samples
+        if samples and value < samples[-1][1]:
+            samples.clear()
+        while len(samples) > 1 and samples[1][0] <= now - self.window:
+            samples.popleft()
+        base = samples[0][1] if samples else None
+        if not samples or now - samples[-1][0] >= self.window / MAX_DELETE_SAMPLES:
+            samples.append((now, value))
+        return None if base is None else value - base
+
+
 # --- the kind ---------------------------------------------------------------------------
 
 
@@ -270,7 +294,7 @@ class PgmqKind(QueueKind):
         # what the last catalog check found, per queue name (the queries need the tables)
         self.tables: dict[str, tuple[QueueTables, QueueTables | None]] = {}
         # (monotonic time, n_tup_del) samples per queue for completed_by: delete
-        self._deletes: dict[str, deque[tuple[float, float]]] = {}
+        self._deletes: dict[str, WindowGrowth] = {}
         self._left_out: int | None = None  # queues a wildcard left out, as last logged
 
     def excluded(self) -> set[str]:
@@ -332,20 +356,10 @@ class PgmqKind(QueueKind):
         return problems
 
     async def deleted_within(self, conn: psycopg.AsyncConnection, t: QueueTables) -> float | None:
-        """Rows deleted from the queue table within recent_window, from the growth of its
-        n_tup_del since the sample one window ago (a shorter span until the exporter has run
-        that long); None on the first run, when there is nothing to compare with yet."""
+        """Rows deleted from the queue table within recent_window (see WindowGrowth)."""
         (value,) = (await run(conn, deletes_query(t)))[0]
-        now = time.monotonic()
-        samples = self._deletes.setdefault(t.name, deque(maxlen=MAX_DELETE_SAMPLES))
-        if samples and value < samples[-1][1]:  # statistics reset: start over
-            samples.clear()
-        # keep one sample at or beyond the window's start, drop the older ones
-        while len(samples) > 1 and samples[1][0] <= now - self.item.recent_window:
-            samples.popleft()
-        base = samples[0][1] if samples else None
-        samples.append((now, float(value)))
-        return None if base is None else float(value) - base
+        growth = self._deletes.setdefault(t.name, WindowGrowth(self.item.recent_window))
+        return growth.update(time.monotonic(), float(value))
 
     async def measure(self, conn: psycopg.AsyncConnection, member: Member) -> Reading:
         q = self.item

@@ -396,6 +396,23 @@ def test_doctor_without_pgmq_and_with_an_unknown_queue(fresh_db, capsys) -> None
     assert "ok       pgmq queue email: pgmq.q_email, archive pgmq.a_email" in out
     assert "recent completed: an index on pgmq.a_email (archived_at) bounds it" in out
     assert "dead-letter queue email_dlq holds 2 message(s)" in out
+    # without pgmq's archived_at index the recent count reads the whole archive: the doctor
+    # prints the index (plain CREATE INDEX on a partitioned archive, where CONCURRENTLY fails)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute('DROP INDEX pgmq.archived_at_idx_email, pgmq."archived_at_idx_Reports"')
+    cfg["targets"][0]["queues"] = [
+        {"pgmq": "email"},
+        {"pgmq": "Reports"},
+        {"pgmq": "deleter", "completed_by": "delete"},
+    ]
+    rc, out = doctor(cfg, capsys)
+    assert rc == 1, out
+    assert "CREATE INDEX CONCURRENTLY ON pgmq.a_email (archived_at);" in out
+    assert "CREATE INDEX ON pgmq.a_reports (archived_at);" in out
+    assert (
+        "ok       pgmq queue Reports: pgmq.q_reports, archive pgmq.a_reports (partitioned)" in out
+    )
+    assert "completed_by: delete: throughput is the growth of the queue table's n_tup_del" in out
 
 
 def test_doctor_prints_the_grants_a_role_needs(fresh_db, plain_role, capsys, monkeypatch) -> None:

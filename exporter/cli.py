@@ -123,7 +123,7 @@ def summary(config: Config, source: str) -> str:
         for q in t.queues:
             th = q.thresholds
             lines.append(
-                f"  queue {q.label}: table {q.table}, stuck after {q.stuck_after:g}s, "
+                f"  queue {q.label or '*'}: {q.describe()}, stuck after {q.stuck_after:g}s, "
                 f"depth warning > {th.depth_warning}, critical > {th.depth_critical}"
             )
     for a in config.apps:

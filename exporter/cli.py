@@ -1,4 +1,5 @@
-"""Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`.
+"""Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`,
+`runbook-exporter discover`.
 
 Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failure,
 2 configuration error (the message names file, path and value).
@@ -60,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # SUPPRESS: `runbook-exporter --config.file=x doctor` keeps x instead of this default
     d.add_argument("--config.file", dest="config_file", default=argparse.SUPPRESS)
+    disc = sub.add_parser(
+        "discover",
+        help="inspect a database (read-only) and print a configuration for it: job-queue "
+        "tables, pgmq queues, pg_cron, pg_net, with what is missing as comments; exit 0 when "
+        "it found something to monitor, 1 when not, 2 on DSN or connection errors",
+    )
+    disc.add_argument(
+        "--dsn",
+        required=True,
+        help="libpq DSN or URI of the database; better without a password (use PGPASSWORD or "
+        "~/.pgpass): a password given is never printed",
+    )
+    disc.add_argument("--name", default=None, help="the target's name (default: the database's)")
+    disc.add_argument(
+        "--output", default=None, help="write the configuration to this file instead of stdout"
+    )
+    disc.add_argument("--force", action="store_true", help="replace an existing --output file")
     demo = sub.add_parser(
         "demo",
         help="run the exporter against an embedded throwaway "
@@ -105,7 +123,7 @@ def summary(config: Config, source: str) -> str:
         for q in t.queues:
             th = q.thresholds
             lines.append(
-                f"  queue {q.label}: table {q.table}, stuck after {q.stuck_after:g}s, "
+                f"  queue {q.label or '*'}: {q.describe()}, stuck after {q.stuck_after:g}s, "
                 f"depth warning > {th.depth_warning}, critical > {th.depth_critical}"
             )
     for a in config.apps:
@@ -149,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
+    if args.command == "discover":  # reads no configuration: it writes one
+        from exporter.discover import run_discover
+
+        return run_discover(args.dsn, args.name, args.output, args.force)
     config = _load(args.config_file, check_only=args.check_config)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)

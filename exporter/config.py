@@ -12,12 +12,13 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     create_model,
@@ -123,6 +124,9 @@ class QueueThresholds(Model):
 
 
 class Queue(Model):
+    """A hand-rolled jobs table (exporter/queuekinds/table.py)."""
+
+    kind: ClassVar[str] = "table"  # the key that makes a `queues:` item this kind
     name: LabelValue | None = None  # the `queue` label; defaults to the table name
     table: str  # schema-qualified, e.g. public.processing_jobs (public. is assumed)
     status_column: str = "status"
@@ -159,6 +163,112 @@ class Queue(Model):
     def schema_table(self) -> tuple[str, str]:
         schema, table = self.table.split(".", 1)
         return schema, table
+
+    def describe(self) -> str:
+        return f"table {self.table}"
+
+
+# pgmq.format_table_name refuses these in a queue name, and pgmq.validate_queue_name anything
+# longer than 47 characters (the q_/a_ tables and pg_partman's template names must fit in 63)
+_PGMQ_FORBIDDEN = ("$", ";", "--", "'")
+PGMQ_NAME_MAX = 47
+ALL_QUEUES = "*"
+
+
+def _pgmq_name(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError('give a pgmq queue name (or "*" for every queue in pgmq.meta)')
+    if v == ALL_QUEUES:
+        return v
+    if len(v) > PGMQ_NAME_MAX or any(bad in v for bad in _PGMQ_FORBIDDEN):
+        raise ValueError(
+            f"invalid pgmq queue name {v!r}: at most {PGMQ_NAME_MAX} characters, without "
+            "$ ; -- or '"
+        )
+    return v
+
+
+PgmqName = Annotated[str, PlainValidator(_pgmq_name)]
+
+
+class PgmqQueue(Model):
+    """A pgmq queue, or every queue in pgmq.meta not configured by name (`pgmq: "*"`);
+    exporter/queuekinds/pgmq.py maps its messages to the queue roles (docs/queues.md)."""
+
+    kind: ClassVar[str] = "pgmq"
+    pgmq: PgmqName  # the queue name as in pgmq.meta, or "*"
+    name: LabelValue | None = None  # the `queue` label; defaults to the queue name
+    # read_ct > max_reads = retries exhausted (runbook 000 retries a job 3 times)
+    max_reads: int = Field(3, ge=0)
+    dead_letter_queue: PgmqName | None = None  # a pgmq queue whose messages are dead letters
+    stuck_after: Duration = 1800.0  # runbook 000: processing for more than 30 min
+    recent_window: Duration = 300.0
+    # how the app finishes a message: pgmq.archive (throughput from the archive table) or
+    # pgmq.delete / pgmq.pop (throughput from the queue table's delete counter)
+    completed_by: Literal["archive", "delete"] = "archive"
+    max_queues: int = Field(50, ge=1, le=10000)  # `pgmq: "*"` only: at most this many queues
+    thresholds: QueueThresholds = QueueThresholds()
+    _path: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _check(self) -> PgmqQueue:
+        if self.pgmq == ALL_QUEUES:
+            for key in ("name", "dead_letter_queue"):
+                if getattr(self, key) is not None:
+                    raise FieldError(
+                        (key,),
+                        f"{key} is for one queue: configure that queue by name, "
+                        'not under pgmq: "*"',
+                    )
+        elif "max_queues" in self.model_fields_set:
+            raise FieldError(("max_queues",), 'max_queues only applies to pgmq: "*"')
+        if self.dead_letter_queue == ALL_QUEUES:
+            raise FieldError(("dead_letter_queue",), "the dead-letter queue is one queue, not *")
+        if self.dead_letter_queue is not None and self.dead_letter_queue == self.pgmq:
+            raise FieldError(("dead_letter_queue",), "a queue cannot be its own dead-letter queue")
+        return self
+
+    @property
+    def wildcard(self) -> bool:
+        return self.pgmq == ALL_QUEUES
+
+    @property
+    def label(self) -> str | None:
+        """The `queue` label; None for `pgmq: "*"`, whose queues are labelled by their names."""
+        return None if self.wildcard else (self.name or self.pgmq)
+
+    @property
+    def max_retries(self) -> int:
+        """For the shared `runbook_queue_max_retries` series (QueueRetriesExhausted's text)."""
+        return self.max_reads
+
+    def describe(self) -> str:
+        if self.wildcard:
+            return f"every pgmq queue in pgmq.meta (at most {self.max_queues})"
+        return f"pgmq queue {self.pgmq}"
+
+
+# the kinds of `queues:` item, by the key that selects one (issue 15 adds library presets);
+# each has its module in exporter/queuekinds/ under the same key
+QUEUE_KINDS: dict[str, type[Queue] | type[PgmqQueue]] = {"table": Queue, "pgmq": PgmqQueue}
+AnyQueue = Queue | PgmqQueue
+
+
+def _queue_item(v: Any) -> Any:
+    """Pick a queue item's model by its key; errors keep the item's own path
+    (targets[0].queues[1].stuck_after), not a union branch's."""
+    if isinstance(v, tuple(QUEUE_KINDS.values())):
+        return v
+    keys = [k for k in QUEUE_KINDS if isinstance(v, dict) and k in v]
+    names = " or ".join(f"{k}:" for k in QUEUE_KINDS)
+    if not keys:
+        raise ValueError(f"a queue needs one of the keys {names}")
+    if len(keys) > 1:
+        raise ValueError(f"a queue has one of the keys {names}, not several")
+    return QUEUE_KINDS[keys[0]].model_validate(v)
+
+
+QueueItem = Annotated[AnyQueue, PlainValidator(_queue_item)]
 
 
 # --- PostgreSQL -------------------------------------------------------------------------
@@ -231,7 +341,7 @@ class Target(Model):
     # `transaction` mode the session is set up with no session state (exporter/db.py)
     pooler: Literal["none", "session", "transaction"] = "none"
     collectors: Collectors = Field(default_factory=lambda: collectors_model()())
-    queues: list[Queue] = []
+    queues: list[QueueItem] = []
     thresholds: PgThresholds = PgThresholds()
 
     @field_validator("dsn")
@@ -247,7 +357,11 @@ class Target(Model):
             raise ValueError("give exactly one of dsn or dsn_env")
         if self.password_env and self.password_file:
             raise ValueError("give at most one of password_env or password_file")
-        require_unique([q.label for q in self.queues], "queue names must be unique within a target")
+        labels = [q.label for q in self.queues if q.label is not None]
+        require_unique(labels, "queue names must be unique within a target")
+        wildcards = [q for q in self.queues if isinstance(q, PgmqQueue) and q.wildcard]
+        if len(wildcards) > 1:
+            raise ValueError('give pgmq: "*" at most once per target')
         self._timeouts()
         return self
 

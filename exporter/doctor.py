@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter import sources
+from exporter import queuekinds, sources
 from exporter.collectors import queues as qc
 from exporter.config import Config, ConfigError, Queue, Target
 from exporter.db import describe_error, open_connection, run_transaction
@@ -106,9 +106,14 @@ async def check_target(conn: psycopg.AsyncConnection, t: Target, report: Report)
             await collector(t, getattr(t.collectors, collector.name)).doctor(conn, report)
     # the configured queues' tables and indexes, whether or not their collector runs
     for q in t.queues:
-        print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
-        async with run_transaction(conn, t):
-            await check_queue(conn, t, q, report)
+        if isinstance(q, Queue):
+            print(f"  queue {q.label} ({q.table}) [{qc.queue_path(t, q)}]")
+            async with run_transaction(conn, t):
+                await check_queue(conn, t, q, report)
+        else:  # the other kinds check themselves (exporter/queuekinds/)
+            print(f"  queue {q.label or '*'} ({q.describe()}) [{qc.queue_path(t, q)}]")
+            async with run_transaction(conn, t):
+                await queuekinds.kind_of(q)(t, q).doctor(conn, report)
 
 
 async def check_role(conn: psycopg.AsyncConnection, report: Report) -> None:

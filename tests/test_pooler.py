@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from exporter.config import parse_config
 from exporter.doctor import run_doctor
 from exporter.sources import collector_names
-from tests import incidents, pgnet_schema
+from tests import incidents, pgmq_schema, pgnet_schema
 from tests.conftest import new_database
 from tests.pgbouncer import PgBouncer, server_pid
 
@@ -52,7 +52,8 @@ def bouncer(pg_server: str) -> Iterator[PgBouncer]:
 @pytest.fixture
 def pooled_db(pg_server: str, bouncer: PgBouncer) -> Iterator[tuple[str, str]]:
     """(direct DSN, DSN through PgBouncer) of a new database with a queue in trouble, a second
-    queue and pg_net's tables with failing calls; the database's pool filled."""
+    table queue, two pgmq queues and pg_net's tables with failing calls; the database's pool
+    filled."""
     with new_database(pg_server) as dsn:
         incidents.create_queue(dsn)
         incidents.seed_queue_incident(dsn)
@@ -60,6 +61,11 @@ def pooled_db(pg_server: str, bouncer: PgBouncer) -> Iterator[tuple[str, str]]:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute("CREATE TABLE other_jobs (LIKE processing_jobs INCLUDING ALL)")
             c.execute("INSERT INTO other_jobs (status) SELECT 'pending' FROM generate_series(1, 4)")
+            pgmq_schema.install(c)
+            for name in ("email", "sms"):
+                pgmq_schema.create_queue(c, name)
+            pgmq_schema.send(c, "email", 5)
+            pgmq_schema.send(c, "sms", 2)
         dbname = conninfo_to_dict(dsn)["dbname"]
         bouncer.fill_pool(dbname)
         yield dsn, bouncer.dsn(dbname)
@@ -78,7 +84,12 @@ def target(dsn: str, **extra: Any) -> dict[str, Any]:
             "statements": {"interval": "1s"},
             "pgnet": {"interval": "1s"},
         },
-        "queues": [{"table": "public.processing_jobs"}, {"table": "public.other_jobs"}],
+        "queues": [
+            {"table": "public.processing_jobs"},
+            {"table": "public.other_jobs"},
+            {"pgmq": "email"},
+            {"pgmq": "*"},
+        ],
         **extra,
     }
 
@@ -145,6 +156,8 @@ def test_every_collector_works_through_transaction_pooling_and_leaves_nothing(
     assert s.value("runbook_target_up", target="app") == 1
     assert s.value("runbook_queue_stuck_jobs", target="app", queue="processing_jobs") == 3
     assert s.value("runbook_queue_jobs", target="app", queue="other_jobs", status="pending") == 4
+    assert s.value("runbook_queue_jobs", target="app", queue="email", status="pending") == 5
+    assert s.value("runbook_queue_jobs", target="app", queue="sms", status="pending") == 2
     assert s.value("runbook_pgnet_recent_responses", target="app", outcome="4xx") == 12
     # no run left a transaction open on a server connection
     with psycopg.connect(direct, autocommit=True) as c:

@@ -166,6 +166,8 @@ def families(config: Config) -> list[Metric]:
     for t in config.targets:
         series.add(t.thresholds, PG_THRESHOLDS, t.name)
         for q in t.queues:
+            if q.label is None:  # pgmq: "*": the queues collector serves its queues' series
+                continue
             series.add(q.thresholds, QUEUE_THRESHOLDS, t.name, q.label)
             series.add(q, QUEUE_SETTINGS, t.name, q.label)
     return series.families()

@@ -1,0 +1,260 @@
+"""Job queues kept in a PostgreSQL table (runbooks 000 and 003): the `table:` kind.
+
+Every query costs O(active jobs), not O(table): the active roles (pending, processing, failed,
+dead) are read in one query that a partial index on the status column serves, recently
+finished jobs in one query that a partial index on updated_at serves, and completed jobs --
+the rows that grow to millions -- are estimated from planner statistics unless the queue asks
+for an exact count. `runbook-exporter doctor` prints the indexes a queue lacks (its table
+checks are in exporter/doctor.py); docs/queues.md explains the queries and has the measured
+plans.
+
+Status values that no role maps are not counted (no status="other"): only a scan of every row
+outside the known values could count them, and an unmapped terminal status such as
+'cancelled' grows as fast as 'completed'. The doctor lists unmapped values it sees in the
+planner statistics instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from exporter.config import Queue, Target
+from exporter.queuekinds.base import (
+    Member,
+    Query,
+    QueueKind,
+    Reading,
+    TableInfo,
+    estimate_rows,
+    ident,
+    queue_path,
+    relation_problem,
+    run,
+    table_info,
+)
+
+TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
+
+
+def queue_problems(
+    path: str, queue: Queue, info: TableInfo | None, dlq: TableInfo | None
+) -> list[str]:
+    """What in the catalog keeps the queue's queries from working, one message per problem."""
+    problems: list[str] = []
+    problem = relation_problem(path, "table", queue.table, info)
+    if problem is not None:
+        problems.append(problem)
+    elif info is not None:
+        wanted: list[tuple[str, str, tuple[str, ...], str]] = [
+            ("status_column", queue.status_column, ("S", "E"), "text, varchar or an enum"),
+            ("created_at_column", queue.created_at_column, ("D",), "timestamptz or timestamp"),
+            ("updated_at_column", queue.updated_at_column, ("D",), "timestamptz or timestamp"),
+        ]
+        if queue.retry_count_column is not None:
+            wanted.append(("retry_count_column", queue.retry_count_column, ("N",), "an integer"))
+        for key, col, cats, expected in wanted:
+            c = info.columns.get(col)
+            if c is None:
+                problems.append(
+                    f'{path}.{key}: column "{col}" does not exist in table "{queue.table}"'
+                )
+            elif c.category not in cats or (cats == ("D",) and c.type not in TIMESTAMP_TYPES):
+                problems.append(
+                    f'{path}.{key}: column "{col}" of table "{queue.table}" has type {c.type},'
+                    f" expected {expected}"
+                )
+            elif not c.readable:
+                problems.append(
+                    f'{path}.{key}: permission denied: cannot SELECT column "{col}"'
+                    f' of "{queue.table}"'
+                )
+        status = info.columns.get(queue.status_column)
+        if status is not None and status.enum_labels is not None:
+            # an unknown enum label would make every query fail with "invalid input value"
+            for role, value in sorted((r, v) for v, r in queue.statuses.role_of().items()):
+                if value not in status.enum_labels:
+                    problems.append(
+                        f"{path}.statuses.{role}: {value!r} is not a value of the enum type"
+                        f' {status.type} of column "{queue.status_column}"'
+                    )
+    if queue.dead_letter_table is not None:
+        problem = relation_problem(path, "dead_letter_table", queue.dead_letter_table, dlq)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+async def check_queue(
+    conn: psycopg.AsyncConnection, target: Target, queue: Queue
+) -> tuple[TableInfo | None, list[str]]:
+    """The queue's table as the catalog has it (None when missing) and its problems."""
+    info = await table_info(conn, queue.table)
+    dlq = await table_info(conn, queue.dead_letter_table) if queue.dead_letter_table else None
+    return info, queue_problems(queue_path(target, queue), queue, info, dlq)
+
+
+def _in(column: sql.Composable, prefix: str, values: list[str]) -> sql.Composable:
+    """`column IN (%(p0)s, ...)`: untyped parameters take the column's type (text, varchar or
+    an enum), and planned with their values they let the planner prove a partial index's
+    `status IN (...)` predicate."""
+    if not values:
+        return sql.SQL("false")
+    marks = sql.SQL(", ").join(sql.Placeholder(f"{prefix}{i}") for i in range(len(values)))
+    return sql.SQL("{} IN ({})").format(column, marks)
+
+
+def _params(prefix: str, values: list[str]) -> dict[str, Any]:
+    return {f"{prefix}{i}": v for i, v in enumerate(values)}
+
+
+def active_statuses(queue: Queue) -> list[str]:
+    s = queue.statuses
+    return [*s.pending, *s.processing, *s.failed, *s.dead]
+
+
+def finished_statuses(queue: Queue) -> list[str]:
+    return [*queue.statuses.completed, *queue.statuses.failed]
+
+
+def active_query(queue: Queue) -> Query:
+    """Per active status: count, oldest created_at, stale updated_at, retries exhausted.
+
+    One pass over the rows of the active statuses, served by a partial index on the status
+    column; Python then sums the statuses into roles (stale only counts for processing,
+    exhausted only for failed, oldest only for pending).
+    """
+    status = sql.Identifier(queue.status_column)
+    retry = (
+        sql.SQL("count(*) FILTER (WHERE {} >= %(max_retries)s)").format(
+            sql.Identifier(queue.retry_count_column)
+        )
+        if queue.retry_count_column
+        else sql.SQL("0")
+    )
+    text = sql.SQL(
+        "SELECT {status}::text, count(*),"
+        " GREATEST(EXTRACT(EPOCH FROM now() - min({created})), 0)::float8,"
+        " count(*) FILTER (WHERE {updated} < now() - make_interval(secs => %(stuck_after)s)),"
+        " {retry}"
+        " FROM {table} WHERE {cond} GROUP BY {status}"
+    ).format(
+        status=status,
+        created=sql.Identifier(queue.created_at_column),
+        updated=sql.Identifier(queue.updated_at_column),
+        retry=retry,
+        table=ident(queue.table),
+        cond=_in(status, "a", active_statuses(queue)),
+    )
+    params: dict[str, Any] = {
+        "stuck_after": float(queue.stuck_after),
+        **_params("a", active_statuses(queue)),
+    }
+    if queue.retry_count_column:
+        params["max_retries"] = queue.max_retries
+    return Query("active", text, params, queue.status_column, active_statuses(queue))
+
+
+def recent_query(queue: Queue) -> Query:
+    """Jobs that reached completed / failed within recent_window: a range of updated_at over
+    the finished statuses, served by a partial index on updated_at."""
+    status = sql.Identifier(queue.status_column)
+    updated = sql.Identifier(queue.updated_at_column)
+    s = queue.statuses
+    text = sql.SQL(
+        "SELECT count(*) FILTER (WHERE {done}), count(*) FILTER (WHERE {failed})"
+        " FROM {table}"
+        " WHERE {updated} >= now() - make_interval(secs => %(window)s) AND {cond}"
+    ).format(
+        done=_in(status, "c", s.completed),
+        failed=_in(status, "f", s.failed),
+        table=ident(queue.table),
+        updated=updated,
+        cond=_in(status, "t", finished_statuses(queue)),
+    )
+    params = {
+        "window": float(queue.recent_window),
+        **_params("c", s.completed),
+        **_params("f", s.failed),
+        **_params("t", finished_statuses(queue)),
+    }
+    return Query("recent", text, params, queue.updated_at_column, finished_statuses(queue))
+
+
+def completed_query(queue: Queue) -> Query:
+    """The completed rows: counted when count_terminal is exact (O(table) by nature), or the
+    planner's row estimate of this query (EXPLAIN, no execution) when it is estimate."""
+    status = sql.Identifier(queue.status_column)
+    what = sql.SQL("1") if queue.count_terminal == "estimate" else sql.SQL("count(*)")
+    text = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        what, ident(queue.table), _in(status, "c", queue.statuses.completed)
+    )
+    return Query("completed", text, _params("c", queue.statuses.completed), None)
+
+
+def dead_letter_query(queue: Queue) -> Query | None:
+    if queue.dead_letter_table is None:
+        return None
+    text = sql.SQL("SELECT count(*) FROM {}").format(ident(queue.dead_letter_table))
+    return Query("dead_letter", text, {}, None)
+
+
+def queries(queue: Queue) -> list[Query]:
+    """Every query a scrape of the queue runs, in order (for the doctor and the bench)."""
+    out = [active_query(queue), recent_query(queue)]
+    if queue.count_terminal != "off" and queue.statuses.completed:
+        out.append(completed_query(queue))
+    dlq = dead_letter_query(queue)
+    if dlq is not None:
+        out.append(dlq)
+    return out
+
+
+async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
+    """The queue's reading: the active query summed into roles, the recent query, the
+    completed count or estimate and the dead letters."""
+    s = q.statuses
+    role = s.role_of()
+    totals = dict.fromkeys(("pending", "processing", "failed", "dead"), 0.0)
+    oldest = stuck = exhausted = 0.0
+    for status, count, age, stale, spent in await run(conn, active_query(q)):
+        r = role.get(status)
+        if r is None:  # cannot happen: the WHERE only selects mapped values
+            continue
+        totals[r] += count
+        if r == "pending":
+            oldest = max(oldest, float(age or 0))
+        elif r == "processing":
+            stuck += stale
+        elif r == "failed":
+            exhausted += spent
+    jobs = {r: totals[r] for r in ("pending", "processing", "failed")}
+    if s.dead:
+        jobs["dead"] = totals["dead"]
+    done, failed = (await run(conn, recent_query(q)))[0]
+    reading = Reading(jobs, oldest, stuck, exhausted, {"completed": done, "failed": failed})
+    if q.count_terminal == "exact" and s.completed:
+        jobs["completed"] = (await run(conn, completed_query(q)))[0][0]
+    elif q.count_terminal == "estimate" and s.completed:
+        reading.completed_estimate = await estimate_rows(conn, completed_query(q))
+    dlq = dead_letter_query(q)
+    if dlq is not None or s.dead:
+        reading.dead_letter = totals["dead"] + ((await run(conn, dlq))[0][0] if dlq else 0)
+    return reading
+
+
+class TableKind(QueueKind):
+    """A `table:` item: one jobs table, one queue. Its doctor checks are in
+    exporter/doctor.py (they predate the kinds)."""
+
+    key = "table"
+    item: Queue
+
+    async def check(self, conn: psycopg.AsyncConnection, member: Member) -> list[str]:
+        _, problems = await check_queue(conn, self.target, self.item)
+        return problems
+
+    async def measure(self, conn: psycopg.AsyncConnection, member: Member) -> Reading:
+        return await measure(conn, self.item)

@@ -627,3 +627,20 @@ def test_pg_stat_statements_missing_in_the_database_is_said_with_its_fix(fresh_d
         assert said in out and fix in out
     assert all(line.startswith("#") for line in text.splitlines() if fix in line)
     assert check_config(text, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("dsn", "pooler"),
+    [
+        ("host=db.example.com port=6543 dbname=app user=monitor", "transaction"),
+        ("postgresql://monitor@db.example.com:5432/app", None),
+    ],
+)
+def test_port_6543_is_configured_as_a_transaction_pooler(dsn, pooler):
+    """Supabase's transaction-mode pooler listens on 6543: the target gets `pooler:
+    transaction`, so the exporter sets nothing on the shared session (docs/supabase.md)."""
+    found = catalog.Discovery(database="app", user="monitor", version="15.8")
+    rendered = output.render(found, dsn, "app", pgmq_live=False)
+    target = yaml.safe_load(rendered.text)["targets"][0]
+    assert target == rendered.data["targets"][0]
+    assert target.get("pooler") == pooler

@@ -231,3 +231,21 @@ def test_doctor_through_the_pooler(pooled_db, capsys):
     assert "connected: PostgreSQL" in out
     assert "pg_net" in out and "the role can read its tables" in out
     assert other_client_settings(pooled) == {tuple(DEFAULTS.values())}
+
+
+def test_discover_through_the_pooler(pooled_db, tmp_path):
+    """discover sets nothing on the session and reads in one bounded transaction, so it finds
+    the queues through the pooler and leaves every server connection at its defaults."""
+    from tests.test_discover import discover
+
+    _, pooled = pooled_db
+    code, out, err = discover(pooled, tmp_path)
+    assert code == 0, err
+    found = yaml.safe_load(out)["targets"][0]
+    assert {q.get("table") or q.get("pgmq") for q in found["queues"]} >= {
+        "public.processing_jobs",
+        "email",
+        "sms",
+    }, out
+    assert "Traceback" not in err and "ERROR" not in out, err
+    assert other_client_settings(pooled) == {tuple(DEFAULTS.values())}

@@ -54,7 +54,7 @@ from pydantic import ValidationError
 
 from exporter.config import ConfigError, Target, parse_config
 from exporter.configtypes import LABEL_VALUE_RE
-from exporter.db import describe_error, open_connection
+from exporter.db import describe_error, open_connection, run_transaction
 from exporter.discover.catalog import Discovery, all_rows, error_text, inspect
 from exporter.discover.output import Rendered, accepts_pgmq, render
 from exporter.discover.statuses import label_value
@@ -119,7 +119,10 @@ def _fail(message: str) -> int:
 
 
 def _connection_target(dsn: str) -> Target:
-    return Target.model_validate({"name": "discover", "dsn": dsn})
+    # pooler: transaction sets nothing on the session, and every read below runs in one
+    # read-only transaction with SET LOCAL timeouts: safe whatever sits in front of the
+    # database (a transaction-mode pooler on port 6543 included)
+    return Target.model_validate({"name": "discover", "dsn": dsn, "pooler": "transaction"})
 
 
 async def _discover(dsn: str, name: str | None) -> tuple[Rendered, list[str]] | str:
@@ -138,14 +141,16 @@ async def _discover(dsn: str, name: str | None) -> tuple[Rendered, list[str]] | 
         return f"cannot connect to {target.safe_dsn()}: {describe_error(e)}"
     try:
         async with conn:
-            found = await inspect(conn)
+            async with run_transaction(conn, target):
+                found = await inspect(conn)
             label = name if name is not None else label_value(found.database)
             first = render(found, dsn, label, pgmq_live=pgmq_live)
             problem = _check(first)
             if problem is not None:
                 return problem
-            checks, _ = await doctor_lines(conn, first.text)
-            fixes = await grants(conn, found)
+            checks, _ = await doctor_lines(conn, first.text)  # its own bounded transactions
+            async with run_transaction(conn, target):
+                fixes = await grants(conn, found)
     except psycopg.Error as e:
         return f"inspecting the database failed: {error_text(e)}"
     if fixes:

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from exporter.configtypes import LABEL_VALUE_RE
-from exporter.db import describe_error
+from exporter.db import describe_error, savepoint
 from exporter.discover.statuses import (
     CREATED_NAMES,
     QUEUE_NAME_HINT,
@@ -309,7 +309,8 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
                 continue
             samples += 1
             try:
-                values = await _sample(conn, c.schema, c.table, c.column)
+                async with savepoint(conn):  # the inspection is one transaction: keep it usable
+                    values = await _sample(conn, c.schema, c.table, c.column)
             except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege) as e:
                 found.notes.append(f"{where}: could not sample column {c.column}: {error_text(e)}")
                 continue

@@ -241,6 +241,15 @@ def _write_pgmq(w: Writer, p: PgmqQueues, live: bool) -> list[dict]:
     return items
 
 
+TRANSACTION_POOLER_PORT = "6543"
+
+
+def _ports(dsn: str) -> list[str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return [p.strip() for p in str(conninfo_to_dict(dsn).get("port", "")).split(",")]
+
+
 def render(
     found: Discovery,
     dsn: str,
@@ -272,6 +281,11 @@ def render(
     if "password" in removed:
         target["password_env"] = PASSWORD_ENV
         w.line(4, f"password_env: {PASSWORD_ENV}")
+    if TRANSACTION_POOLER_PORT in _ports(safe):
+        # Supabase's Supavisor (and PgBouncer set up like it) pools by transaction on 6543
+        w.comment(4, f"port {TRANSACTION_POOLER_PORT}: a transaction-mode pooler, docs/supabase.md")
+        target["pooler"] = "transaction"
+        w.line(4, "pooler: transaction")
 
     live = found.pgmq is not None and (accepts_pgmq() if pgmq_live is None else pgmq_live)
     if live and found.pgmq is not None:

@@ -162,24 +162,46 @@ AS $fn$
   FROM cron.job j
 $fn$;
 
--- the newest `lookback` runs (at most 1000) of each of the given jobs (at most 1000), read
--- newest first per job: with an index on cron.job_run_details (jobid, runid) this costs
--- jobs x lookback index entries whatever the history holds
+-- the newest `lookback` runs (at most 1000) of each of the given jobs (at most 1000). With an
+-- index on cron.job_run_details (jobid, runid) they are read through it: the job matched as
+-- a range and ordered by (jobid, runid), an order only that index delivers, so the planner
+-- cannot prefer the runid primary key (it assumes a job's runs are spread evenly and would
+-- filter the other jobs' runs away, reading the whole history for a job that stopped
+-- running): jobs x lookback index entries whatever the history holds. Without the index, the
+-- primary key backwards is the best there is. Planned on each call (EXECUTE), the limit a
+-- constant.
 CREATE OR REPLACE FUNCTION runbook_exporter.cron_job_runs(job_ids bigint[], lookback integer)
 RETURNS TABLE (jobid bigint, runid bigint, status text, start_time timestamptz,
                end_time timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-  SELECT ids.id, r.runid, r.status, r.start_time, r.end_time
-  FROM (SELECT DISTINCT x.id FROM unnest(job_ids[1:1000]) AS x(id)) ids
-  CROSS JOIN LATERAL (
-    SELECT d.runid, d.status, d.start_time, d.end_time
-    FROM cron.job_run_details d
-    WHERE d.jobid = ids.id
-    ORDER BY d.runid DESC
-    LIMIT least(greatest(lookback, 0), 1000)
-  ) r
+DECLARE
+  run_match text := 'd.jobid = ids.id';
+  run_order text := 'd.runid DESC';
+BEGIN
+  IF EXISTS (
+    SELECT FROM pg_index i
+    JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[0]
+    JOIN pg_attribute a2 ON a2.attrelid = i.indrelid AND a2.attnum = i.indkey[1]
+    WHERE i.indrelid = 'cron.job_run_details'::regclass AND i.indisvalid
+      AND i.indpred IS NULL AND a1.attname = 'jobid' AND a2.attname = 'runid'
+  ) THEN
+    run_match := 'd.jobid BETWEEN ids.id AND ids.id';
+    run_order := 'd.jobid DESC, d.runid DESC';
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT ids.id, r.runid, r.status, r.start_time, r.end_time
+     FROM (SELECT DISTINCT x.id FROM unnest($1[1:1000]) AS x(id)) ids
+     CROSS JOIN LATERAL (
+       SELECT d.runid, d.status, d.start_time, d.end_time
+       FROM cron.job_run_details d
+       WHERE %s
+       ORDER BY %s
+       LIMIT %s
+     ) r', run_match, run_order, least(greatest(coalesce(lookback, 0), 0), 1000))
+  USING job_ids;
+END
 $fn$;
 
 REVOKE ALL ON FUNCTION runbook_exporter.cron_jobs() FROM PUBLIC;

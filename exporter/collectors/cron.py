@@ -62,6 +62,17 @@ INDEX_STATEMENT = (
 )
 FINISHED = ("succeeded", "failed")  # the other statuses (starting, running, ...) are in progress
 
+# the doctor's index, or another valid one leading with (jobid, runid): its name or NULL
+INDEX_NAME = """(SELECT c.relname::text FROM pg_index i
+   JOIN pg_class c ON c.oid = i.indexrelid
+   JOIN pg_class t ON t.oid = i.indrelid
+   JOIN pg_namespace n ON n.oid = t.relnamespace
+   JOIN pg_attribute a1 ON a1.attrelid = t.oid AND a1.attnum = i.indkey[0]
+   JOIN pg_attribute a2 ON a2.attrelid = t.oid AND a2.attnum = i.indkey[1]
+   WHERE n.nspname = 'cron' AND t.relname = 'job_run_details' AND i.indisvalid
+     AND i.indpred IS NULL AND a1.attname = 'jobid' AND a2.attname = 'runid'
+   ORDER BY c.relname LIMIT 1)"""
+
 # What the role can see, from the catalogs only (readable by every role): whether pg_cron's
 # tables exist, whether the role may read them and whether RLS filters them for it, and
 # whether the role script's functions are there and executable. Sizes: pg_relation_size
@@ -81,8 +92,9 @@ SELECT
    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
    WHERE n.nspname = %(schema)s AND p.proname IN ('cron_jobs', 'cron_job_runs')),
   current_user::text,
-  coalesce(current_setting('cron.timezone', true), 'GMT')
-"""
+  coalesce(current_setting('cron.timezone', true), 'GMT'),
+  {index}
+""".replace("{index}", INDEX_NAME)
 
 # Where the jobs and their newest runs come from: the tables, or the role script's functions
 # (same columns) when RLS hides other roles' rows. {kept} is the CTE of the jobs served.
@@ -93,7 +105,20 @@ DIRECT_JOBS = (
 DIRECT_RUNS = """SELECT k.jobid, r.runid, r.status, r.start_time, r.end_time
   FROM kept k CROSS JOIN LATERAL (
     SELECT d.runid, d.status, d.start_time, d.end_time FROM cron.job_run_details d
-    WHERE d.jobid = k.jobid ORDER BY d.runid DESC LIMIT %(lookback)s) r"""
+    WHERE {match} ORDER BY {order} LIMIT %(lookback)s) r"""
+# Each job's newest runs. The planner assumes a job's runs are spread evenly over the history,
+# so for `jobid = $1 ORDER BY runid DESC LIMIT n` it walks the runid primary key backwards and
+# filters the other jobs' runs away, even when the (jobid, runid) index exists: cheap for a job
+# that runs every minute, the whole history for one that stopped (bench/cron_history.py). With
+# the index, the job is matched as a range and ordered by (jobid, runid): an order only that
+# index delivers (an equality makes jobid a constant, and the order the primary key's again),
+# so the planner reads `lookback` entries of it per job. Without the index the backwards walk
+# is the best there is.
+RUNS_INDEXED = {
+    "match": "d.jobid BETWEEN k.jobid AND k.jobid",
+    "order": "d.jobid DESC, d.runid DESC",
+}
+RUNS_PKEY = {"match": "d.jobid = k.jobid", "order": "d.runid DESC"}
 FUNCTION_JOBS = "SELECT * FROM runbook_exporter.cron_jobs()"
 FUNCTION_RUNS = (
     "SELECT * FROM runbook_exporter.cron_job_runs(ARRAY(SELECT jobid FROM kept), %(lookback)s)"
@@ -101,8 +126,10 @@ FUNCTION_RUNS = (
 
 # One row per served job (active ones first, then by jobid, at most max_jobs), or one row of
 # NULLs and the counts when there is no job. Everything per job comes from its newest
-# `lookback` runs: the newest run (in progress or not), the newest finished one, the newest
-# success, the failures since that success and in the window.
+# `lookback` runs, in one pass: the newest run (in progress or not), the newest finished one,
+# the newest success, the failures since that success and in the window. (One GROUP BY
+# rather than joining the runs back per row: the planner's estimates of such self-joins grow
+# past jit_above_cost and the JIT compile alone costs hundreds of milliseconds.)
 JOBS_SQL = """
 WITH jobs AS ({jobs}),
 counted AS (
@@ -110,44 +137,52 @@ counted AS (
   FROM jobs
 ),
 kept AS (SELECT * FROM jobs ORDER BY active DESC, jobid LIMIT %(max_jobs)s),
-runs AS MATERIALIZED ({runs}),
+runs AS ({runs}),
+marked AS (
+  SELECT r.*,
+    max(r.runid) FILTER (WHERE r.status = 'succeeded') OVER (PARTITION BY r.jobid) AS success
+  FROM runs r
+),
 agg AS (
   SELECT jobid,
-    max(runid) AS newest,
-    max(runid) FILTER (WHERE status IN ('succeeded', 'failed')) AS newest_finished,
-    max(runid) FILTER (WHERE status = 'succeeded') AS newest_success,
+    (array_agg(status ORDER BY runid DESC))[1] AS newest_status,
+    (array_agg(start_time ORDER BY runid DESC))[1] AS newest_start,
+    (array_agg(status ORDER BY runid DESC) FILTER (WHERE status IN ('succeeded', 'failed')))[1]
+      AS finished_status,
+    (array_agg(start_time ORDER BY runid DESC)
+      FILTER (WHERE status IN ('succeeded', 'failed')))[1] AS finished_start,
+    (array_agg(end_time ORDER BY runid DESC)
+      FILTER (WHERE status IN ('succeeded', 'failed')))[1] AS finished_end,
+    (array_agg(end_time ORDER BY runid DESC) FILTER (WHERE status = 'succeeded'))[1]
+      AS success_end,
+    count(*) FILTER (WHERE status = 'failed' AND runid > coalesce(success, 0)) AS consecutive,
     count(*) FILTER (
       WHERE status = 'failed' AND start_time >= now() - make_interval(secs => %(window)s)
     ) AS window_failures
-  FROM runs GROUP BY jobid
-),
-consecutive AS (
-  SELECT r.jobid, count(*) AS failures
-  FROM runs r JOIN agg a ON a.jobid = r.jobid
-  WHERE r.status = 'failed' AND r.runid > coalesce(a.newest_success, 0)
-  GROUP BY r.jobid
+  FROM marked GROUP BY jobid
 )
 SELECT k.jobid, k.jobname, k.schedule, k.username, k.database, k.active,
-  n.status, extract(epoch FROM n.start_time),
-  f.status, extract(epoch FROM f.start_time), extract(epoch FROM f.end_time),
-  extract(epoch FROM s.end_time),
-  coalesce(cf.failures, 0),
-  coalesce(a.window_failures, 0),
+  a.newest_status, extract(epoch FROM a.newest_start),
+  a.finished_status, extract(epoch FROM a.finished_start), extract(epoch FROM a.finished_end),
+  extract(epoch FROM a.success_end),
+  coalesce(a.consecutive, 0), coalesce(a.window_failures, 0),
   extract(epoch FROM now()),
   c.n_active, c.n_off
 FROM counted c
 LEFT JOIN kept k ON true
 LEFT JOIN agg a ON a.jobid = k.jobid
-LEFT JOIN consecutive cf ON cf.jobid = k.jobid
-LEFT JOIN runs n ON n.runid = a.newest
-LEFT JOIN runs f ON f.runid = a.newest_finished
-LEFT JOIN runs s ON s.runid = a.newest_success
 ORDER BY k.active DESC, k.jobid
 """
 
 
-def jobs_sql(through_functions: bool) -> str:
-    jobs, runs = (FUNCTION_JOBS, FUNCTION_RUNS) if through_functions else (DIRECT_JOBS, DIRECT_RUNS)
+def jobs_sql(through_functions: bool, indexed: bool = True) -> str:
+    if through_functions:  # the function picks its order itself (the role script)
+        jobs, runs = FUNCTION_JOBS, FUNCTION_RUNS
+    else:
+        jobs = DIRECT_JOBS
+        runs = DIRECT_RUNS
+        for key, value in (RUNS_INDEXED if indexed else RUNS_PKEY).items():
+            runs = runs.replace("{" + key + "}", value)
     return JOBS_SQL.replace("{jobs}", jobs).replace("{runs}", runs)
 
 
@@ -449,8 +484,11 @@ def _ts(epoch: float) -> datetime:
 class Access:
     """What PROBE_SQL found: how (and whether) the role can read pg_cron's tables."""
 
-    def __init__(self, tables: dict, functions: dict, role: str, timezone: str) -> None:
+    def __init__(
+        self, tables: dict, functions: dict, role: str, timezone: str, index: str | None
+    ) -> None:
         self.tables, self.functions, self.role, self.timezone = tables, functions, role, timezone
+        self.index = index  # the (jobid, runid) index of cron.job_run_details, or None
 
     @property
     def installed(self) -> bool:
@@ -491,8 +529,7 @@ class Access:
 
 async def probe(conn) -> Access:
     cur = await conn.execute(PROBE_SQL, {"schema": FUNCTION_SCHEMA}, prepare=False)
-    tables, functions, role, timezone = await cur.fetchone()
-    return Access(tables, functions, role, timezone)
+    return Access(*await cur.fetchone())
 
 
 # --- the collector ------------------------------------------------------------------------
@@ -531,7 +568,7 @@ class Cron(Collector):
             raise PartialFailure(problem, history)
         s = self.settings
         cur = await conn.execute(
-            jobs_sql(through_functions=not access.direct),
+            jobs_sql(not access.direct, access.index is not None),
             {"max_jobs": s.max_jobs, "lookback": s.lookback, "window": s.failure_window},
             prepare=False,
         )
@@ -668,12 +705,11 @@ class Cron(Collector):
                 fix=f'psql "$ADMIN_DATABASE_URL" -v ON_ERROR_STOP=1 -f {ROLE_SCRIPT}',
             )
             return
-        await self._doctor_index(conn, finding, report)
+        self._doctor_index(access, finding, report)
         await self._doctor_jobs(conn, access, report, finding)
 
-    async def _doctor_index(self, conn, finding, report) -> None:
-        cur = await conn.execute(INDEX_SQL, prepare=False)
-        (name,) = await cur.fetchone()
+    def _doctor_index(self, access: Access, finding, report) -> None:
+        name = access.index
         if name:
             report.ok(f"cron: each job's newest runs are read through index {name}")
         else:
@@ -687,7 +723,7 @@ class Cron(Collector):
     async def _doctor_jobs(self, conn, access: Access, report, finding) -> None:
         s = self.settings
         cur = await conn.execute(
-            jobs_sql(through_functions=not access.direct),
+            jobs_sql(not access.direct, access.index is not None),
             {"max_jobs": s.max_jobs, "lookback": 1, "window": s.failure_window},
             prepare=False,
         )
@@ -716,17 +752,6 @@ class Cron(Collector):
             )
 
 
-INDEX_SQL = """
-SELECT (SELECT c.relname::text FROM pg_index i
-        JOIN pg_class c ON c.oid = i.indexrelid
-        JOIN pg_class t ON t.oid = i.indrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace
-        JOIN pg_attribute a1 ON a1.attrelid = t.oid AND a1.attnum = i.indkey[0]
-        JOIN pg_attribute a2 ON a2.attrelid = t.oid AND a2.attnum = i.indkey[1]
-        WHERE n.nspname = 'cron' AND t.relname = 'job_run_details' AND i.indisvalid
-          AND i.indpred IS NULL AND a1.attname = 'jobid' AND a2.attname = 'runid'
-        ORDER BY c.relname LIMIT 1)
-"""
 PURGE_STATEMENT = (
     "SELECT cron.schedule('purge-cron-history', '17 3 * * *',\n"
     "  $$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '14 days'$$);"

@@ -3,11 +3,11 @@ run has lasted, how late the job is against its schedule, and the size of the ru
 (`cron.job_run_details`, which pg_cron never purges by itself: runbook 001's retention check).
 
 Cost. pg_cron ships only the `runid` primary key on cron.job_run_details. Each job's newest
-`lookback` runs are read with `WHERE jobid = $1 ORDER BY runid DESC LIMIT lookback`, per job
-(LATERAL), so with an index on (jobid, runid) a run reads at most max_jobs x lookback index
-entries whatever the history holds; without it each job walks the primary key backwards until
-it has found its runs, which for a job that has not run for a while is the whole history.
-`doctor` prints the CREATE INDEX CONCURRENTLY (bench/cron_history.py measures both, docs/cron.md).
+`lookback` runs are read per job (LATERAL, LIMIT lookback). With an index on (jobid, runid) a
+run reads at most max_jobs x lookback index entries whatever the history holds; without it
+each job walks the primary key backwards until it has found its runs, which for a job that has
+not run for a while is the whole history. `doctor` prints the CREATE INDEX CONCURRENTLY
+(bench/cron_history.py measures both at a million runs: docs/cron.md).
 The history size is the planner's estimate (pg_class.reltuples) and the table's size on disk:
 O(1), never a count.
 

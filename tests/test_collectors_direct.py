@@ -45,11 +45,16 @@ def queue_db(pg_server: str) -> Iterator[str]:
         yield dsn
 
 
+# collectors of an extension this server lacks: quiet (no series, no error) without it, and
+# tested on a server that has it in their own test file (tests/test_cron.py)
+QUIET_WITHOUT_EXTENSION = {"cron"}
+
+
 @pytest.mark.parametrize("name", sources.collector_names())
 def test_collector_returns_declared_families_with_the_target_label(queue_db: str, name: str):
     families = run_collector(queue_db, name)
     declared = {s.name for s in sources.collector(name).specs()}
-    assert families, f"{name} returned nothing"
+    assert families or name in QUIET_WITHOUT_EXTENSION, f"{name} returned nothing"
     served = {f.name.removesuffix("_total") if f.type == "counter" else f.name for f in families}
     declared_names = {d.removesuffix("_total") for d in declared}
     assert served <= declared_names, f"{name} served undeclared {served - declared_names}"

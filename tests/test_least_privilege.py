@@ -274,6 +274,7 @@ def test_every_collector_succeeds_as_the_monitoring_role(
         "queues",
         "tables",
         "statements",
+        "cron",  # quiet here (no pg_cron); as this role on pg_cron: tests/test_supabase_role.py
         "pgnet",  # quiet here: no pg_net in this database
     }
     assert s.value("runbook_target_up", target="app") == 1

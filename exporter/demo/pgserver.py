@@ -84,8 +84,15 @@ def _service_user() -> str | None:
 
 
 class LocalPostgres:
-    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None) -> None:
-        self.bin = find_bin_dir()
+    def __init__(
+        self,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+        bin_dir: Path | str | None = None,
+    ) -> None:
+        # bin_dir: a given PostgreSQL's binaries (e.g. Debian's 15, for an extension packaged
+        # only for it); None finds one as find_bin_dir does
+        self.bin = Path(bin_dir) if bin_dir is not None else find_bin_dir()
         self.port = port or free_port()
         self.user = _service_user()
         self.root = Path(tempfile.mkdtemp(prefix="runbook-pg-"))
@@ -104,8 +111,9 @@ class LocalPostgres:
         }
         if self.user:
             _make_traversable(self.bin)
-            _make_traversable(self.bin.parent / "lib")
-            _make_traversable(self.bin.parent / "share")
+            for sibling in ("lib", "share"):  # the wheel's layout; Debian's lives elsewhere
+                if (self.bin.parent / sibling).exists():
+                    _make_traversable(self.bin.parent / sibling)
             shutil.chown(self.root, self.user)
         self._run(
             [

@@ -412,6 +412,11 @@ VARIABLES = {
         "Queue",
         'label_values(runbook_queue_depth_threshold{target=~"$target"}, queue)',
     ),
+    "jobname": lambda: variable_query(
+        "jobname",
+        "Cron job",
+        'label_values(runbook_cron_job_active{target=~"$target"}, jobname)',
+    ),
     "app": lambda: variable_query(
         "app", "App", "label_values(runbook_probe_interval_seconds, app)"
     ),
@@ -1562,12 +1567,205 @@ def app_pools(alerts: dict[str, set[str]]) -> dict[str, Any]:
     )
 
 
+TJ = 'target=~"$target", jobname=~"$jobname"'
+ACTIVE_JOB = f"on(target, jobname) runbook_cron_job_active{{{TJ}}} == 1"
+
+CRON_STATUS = worst(
+    "target, jobname",
+    [
+        check(
+            "consecutive_failures",
+            f"clamp_max((runbook_cron_job_consecutive_failures{{{TJ}}} >= bool on(target, jobname)"
+            ' runbook_cron_job_consecutive_failures_threshold{severity="warning"})'
+            f" + 2 * (runbook_cron_job_consecutive_failures{{{TJ}}} >= bool on(target, jobname)"
+            ' runbook_cron_job_consecutive_failures_threshold{severity="critical"}), 2)'
+            f" and {ACTIVE_JOB}",
+        ),
+        check(
+            "overdue",
+            warn_level(
+                f"runbook_cron_job_overdue_seconds{{{TJ}}}",
+                "runbook_cron_job_overdue_threshold_seconds",
+                "target, jobname",
+            )
+            + f" and {ACTIVE_JOB}",
+        ),
+        check(
+            "run_too_long",
+            warn_level(
+                f"runbook_cron_job_running_seconds{{{TJ}}}",
+                "runbook_cron_job_run_duration_threshold_seconds",
+                "target, jobname",
+            )
+            + f" and {ACTIVE_JOB}",
+        ),
+    ],
+)
+
+PGNET_FAILED = (
+    f'sum by (target) (runbook_pgnet_recent_responses{{{T}, outcome=~"4xx|5xx|timed_out|error"}})'
+)
+PGNET_ALL = f"sum by (target) (runbook_pgnet_recent_responses{{{T}}})"
+PGNET_RATIO = f"{PGNET_FAILED}\n  / {PGNET_ALL}"
+PGNET_STATUS = worst(
+    "target",
+    [
+        check(
+            "failures",
+            f"({PGNET_FAILED} > bool on(target)"
+            ' runbook_pgnet_failures_threshold{severity="warning"})',
+        ),
+        check(
+            "failure_ratio",
+            levels(f"({PGNET_RATIO})", "runbook_pgnet_failure_ratio_threshold", "target")
+            + f" and on(target) ({PGNET_ALL} >= on(target) runbook_pgnet_min_responses)",
+        ),
+    ],
+)
+
+
+def scheduled(alerts: dict[str, set[str]]) -> dict[str, Any]:
+    j = "{{target}} / {{jobname}}"
+    t = "{{target}}"
+    rows = [
+        Row(
+            "Status",
+            [
+                stat_levels("Cron jobs", CRON_STATUS, j, LEVEL_HELP, w=16),
+                stat_levels("pg_net calls", PGNET_STATUS, t, LEVEL_HELP, w=8),
+            ],
+        ),
+        Row(
+            "pg_cron jobs",
+            [
+                ts(
+                    "Consecutive failed runs",
+                    f"runbook_cron_job_consecutive_failures{{{TJ}}}",
+                    j,
+                    description="Failed runs since the job's newest success (CronJobFailing: "
+                    "warning and critical counts per job).",
+                )
+                .add_threshold(
+                    f'runbook_cron_job_consecutive_failures_threshold{{{TJ}, severity="warning"}}',
+                    f"{j} warning threshold",
+                )
+                .add_threshold(
+                    f'runbook_cron_job_consecutive_failures_threshold{{{TJ}, severity="critical"}}',
+                    f"{j} critical threshold",
+                ),
+                ts(
+                    "Failed runs in the window",
+                    f"runbook_cron_job_recent_failures{{{TJ}}}",
+                    j,
+                    description="Failed runs that started within the collector's failure_window.",
+                ),
+                ts(
+                    "Overdue",
+                    f"runbook_cron_job_overdue_seconds{{{TJ}}}",
+                    j,
+                    "s",
+                    description="How long ago the schedule fired with no run started since "
+                    "(CronJobOverdue past the grace).",
+                ).add_threshold(
+                    f'runbook_cron_job_overdue_threshold_seconds{{{TJ}, severity="warning"}}',
+                    f"{j} warning threshold",
+                ),
+                ts(
+                    "Run in progress",
+                    f"runbook_cron_job_running_seconds{{{TJ}}}",
+                    j,
+                    "s",
+                    description="How long the job's current run has lasted (CronJobRunTooLong).",
+                ).add_threshold(
+                    f'runbook_cron_job_run_duration_threshold_seconds{{{TJ}, severity="warning"}}',
+                    f"{j} warning threshold",
+                ),
+                ts(
+                    "Since the last success",
+                    f"time() - runbook_cron_job_last_success_timestamp_seconds{{{TJ}}}",
+                    j,
+                    "s",
+                ),
+                ts(
+                    "Last run's duration",
+                    f"runbook_cron_job_last_run_duration_seconds{{{TJ}}}",
+                    j,
+                    "s",
+                ),
+                ts(
+                    "Run history (cron.job_run_details)",
+                    f"runbook_cron_history_rows_estimated{{{T}}}",
+                    f"{t} rows",
+                    description="pg_cron never purges its run history (runbook 001 retention): "
+                    "CronHistoryTooLarge above the threshold.",
+                    w=24,
+                ).add_threshold(
+                    f'runbook_cron_history_rows_threshold{{{T}, severity="warning"}}',
+                    f"{t} warning threshold",
+                ),
+            ],
+        ),
+        Row(
+            "pg_net calls",
+            [
+                ts(
+                    "Responses in the window by outcome",
+                    f"sum by (target, outcome) (runbook_pgnet_recent_responses{{{T}}})",
+                    "{{target}} {{outcome}}",
+                    stack=True,
+                ),
+                ts(
+                    "Failed calls",
+                    PGNET_FAILED,
+                    f"{t} failed",
+                    description="4xx, 5xx, timed out or no response: a pg_cron job that made "
+                    "the call still shows succeeded (PgNetCallsFailing).",
+                ).add_threshold(
+                    f'runbook_pgnet_failures_threshold{{{T}, severity="warning"}}',
+                    f"{t} warning threshold",
+                ),
+                ts(
+                    "Failure ratio",
+                    PGNET_RATIO,
+                    t,
+                    "percentunit",
+                    max=1,
+                    description="Failed share of the window's responses (PgNetFailureRatioHigh).",
+                )
+                .add_threshold(
+                    f'runbook_pgnet_failure_ratio_threshold{{{T}, severity="warning"}}',
+                    f"{t} warning threshold",
+                )
+                .add_threshold(
+                    f'runbook_pgnet_failure_ratio_threshold{{{T}, severity="critical"}}',
+                    f"{t} critical threshold",
+                ),
+                ts(
+                    "Requests waiting in net.http_request_queue",
+                    f"runbook_pgnet_request_queue_depth{{{T}}}",
+                    t,
+                ),
+            ],
+        ),
+    ]
+    return dashboard(
+        "runbook-scheduled",
+        "runbook-exporter / Cron & pg_net",
+        "pg_cron jobs (failures, overdue schedules, long runs, run history) and the HTTP calls "
+        "the database makes with pg_net (Supabase).",
+        ["target", "jobname"],
+        rows,
+        alerts,
+    )
+
+
 BUILDERS = {
     "runbook-overview.json": overview,
     "runbook-queues.json": queues,
     "runbook-postgresql.json": postgresql,
     "runbook-endpoints.json": endpoints,
     "runbook-app-pools.json": app_pools,
+    "runbook-scheduled.json": scheduled,
 }
 
 

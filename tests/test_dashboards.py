@@ -31,6 +31,9 @@ BUILTIN_VARS = {"__rate_interval", "__interval", "__range"}
 # what Grafana substitutes, for a 1 s scrape interval and "All" selected
 SUBSTITUTE = {"__rate_interval": "10s", "__interval": "1s", "__range": "1h"}
 VAR_RE = re.compile(r"\$\{?(\w+)\}?")
+# dashboards whose data needs a server this incident's PostgreSQL is not: pg_cron runs on
+# Debian's PostgreSQL 15 (tests/test_cron.py answers every query of this one there)
+ANSWERED_ELSEWHERE = {"runbook-scheduled.json"}
 PROMETHEUS_SERIES = {"ALERTS", "up", "scrape_duration_seconds"}
 
 
@@ -333,6 +336,8 @@ def test_every_panel_query_returns_data_during_a_seeded_incident(
             prom = stack.prom
             checks: dict[str, Callable[[], bool]] = {}
             for name, d in dashboards().items():
+                if name in ANSWERED_ELSEWHERE:
+                    continue
                 for where, expr in queries(d):
                     q = substitute(expr)
                     checks[f"{name}: {where}: {expr}"] = lambda q=q: bool(prom.query(q))

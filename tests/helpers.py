@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import load_all_specs
@@ -101,6 +102,59 @@ def assert_promtool_clean(text: str) -> None:
         capture_output=True,
         text=True,
         timeout=30,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def scrape_series(
+    samples: Iterable[Any], prefix: str, values: Callable[[Any], str] | None = None
+) -> list[dict[str, str]]:
+    """promtool `input_series` from a real scrape's samples named `prefix`*: each held at its
+    scraped value for an hour unless `values` says otherwise."""
+    out = []
+    for smp in samples:
+        if smp.name.startswith(prefix):
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(smp.labels.items()))
+            held = values(smp) if values else f"{smp.value:.17g}x60"
+            out.append({"series": f"{smp.name}{{{labels}}}", "values": held})
+    return out
+
+
+def assert_promtool_fires(
+    rules: Iterable[Path],
+    series: list[dict[str, str]],
+    firing: Iterable[dict[str, str]],
+    eval_time: str,
+    tmp_path: Path,
+    expr: str = 'ALERTS{alertstate="firing"}',
+) -> None:
+    """A promtool unit test of the shipped `rules` over `series` (from scrape_series): at
+    `eval_time` `expr` returns exactly one sample of value 1 per label set of `firing`, so the
+    alerts asked for fire and every other alert is proven quiet. `firing` holds the labels of
+    `expr`'s result (for the default, the alert's labels without alertstate)."""
+    default = expr == 'ALERTS{alertstate="firing"}'
+    expected = []
+    for labels in firing:
+        full = {**labels, "alertstate": "firing"} if default else dict(labels)
+        inner = ",".join(f'{k}="{v}"' for k, v in full.items())
+        expected.append({"labels": f"ALERTS{{{inner}}}" if default else f"{{{inner}}}", "value": 1})
+    unit = {
+        "rule_files": [str(r) for r in rules],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": eval_time, "exp_samples": expected}
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "from-scrape.test.yml"
+    path.write_text(yaml.safe_dump(unit))
+    r = subprocess.run(
+        [tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -11,7 +11,6 @@ running (pg_sleep). The schedule parsing and the label rules are tested as pure 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,7 +25,12 @@ from exporter.collectors import cron
 from exporter.config import parse_config
 from exporter.db import open_connection
 from exporter.doctor import Report
-from tests.helpers import Scrape, assert_promtool_clean, tool
+from tests.helpers import (
+    Scrape,
+    assert_promtool_clean,
+    assert_promtool_fires,
+    scrape_series,
+)
 from tests.pg import pg_cron_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,53 +324,10 @@ def test_jobs_and_runs_in_the_metrics(cron_db: str, cron_scrape: Scrape) -> None
 
 def promtool_alerts(scrape: Scrape, firing: list[dict[str, str]], tmp_path: Path) -> None:
     """promtool evaluates the shipped cron rules over the scraped runbook_cron_* values held
-    constant for 40 minutes; the alerts firing at 31 minutes must be exactly `firing` (so the
-    others are proven quiet)."""
-    series = [
-        {
-            "series": "{"
-            + ",".join(f'{k}="{val}"' for k, val in {"__name__": smp.name, **smp.labels}.items())
-            + "}",
-            "values": f"{smp.value:.17g}x40",
-        }
-        for smp in scrape.samples
-        if smp.name.startswith("runbook_cron_")
-    ]
-    expected = [
-        {
-            "labels": "ALERTS{"
-            + ",".join(f'{k}="{val}"' for k, val in {**labels, "alertstate": "firing"}.items())
-            + "}",
-            "value": 1,
-        }
-        for labels in firing
-    ]
-    test = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "promql_expr_test": [
-                    {
-                        "expr": 'ALERTS{alertstate="firing"}',
-                        "eval_time": "31m",
-                        "exp_samples": expected,
-                    }
-                ],
-            }
-        ],
-    }
-    test_file = tmp_path / "cron-scrape.test.yml"
-    test_file.write_text(yaml.safe_dump(test))
-    r = subprocess.run(
-        [tool("promtool"), "test", "rules", str(test_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    constant; the alerts firing at 31 minutes must be exactly `firing` (so the others are
+    proven quiet)."""
+    series = scrape_series(scrape.samples, "runbook_cron_")
+    assert_promtool_fires([RULES], series, firing, "31m", tmp_path)
 
 
 @pytest.mark.slow

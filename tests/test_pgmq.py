@@ -22,7 +22,13 @@ from exporter.config import QUEUE_KINDS, ConfigError, parse_config
 from exporter.doctor import run_doctor
 from exporter.queuekinds.pgmq import MAX_DELETE_SAMPLES, WindowGrowth
 from tests import pgmq_schema as pgmq
-from tests.helpers import Scrape, assert_declared, assert_promtool_clean, tool
+from tests.helpers import (
+    Scrape,
+    assert_declared,
+    assert_promtool_clean,
+    assert_promtool_fires,
+    scrape_series,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -262,14 +268,11 @@ def test_queue_alerts_fire_in_promtool_on_the_pgmq_scrape(pgmq_scrape, tmp_path)
     dead-letter count grows from 0, as it did when the letters arrived), and the shipped queue
     rules evaluated on them: exactly the alerts the incidents call for fire."""
     s, _, _ = pgmq_scrape
-    series = []
-    for smp in s.samples:
-        if not smp.name.startswith("runbook_queue_"):
-            continue
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(smp.labels.items()))
+
+    def held(smp) -> str:
         grow = smp.name == "runbook_queue_dead_letter_jobs"
-        values = f"0x10 {smp.value:g}x50" if grow else f"{smp.value:g}x60"
-        series.append({"series": f"{smp.name}{{{labels}}}", "values": values})
+        return f"0x10 {smp.value:g}x50" if grow else f"{smp.value:g}x60"
+
     firing = [
         ("QueueBacklogHigh", "warning", "email"),  # 60 pending > 50
         ("QueueOldestPendingTooOld", "warning", "email"),  # 20 min > 15 min
@@ -282,35 +285,14 @@ def test_queue_alerts_fire_in_promtool_on_the_pgmq_scrape(pgmq_scrape, tmp_path)
         ("QueueWorkerStalled", "warning", "reports"),  # waiting, nothing finished
         ("QueueWorkerStalled", "critical", "reports"),
     ]
-    unit = {
-        "rule_files": [str(ROOT / "alerts" / "queues.rules.yml")],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "promql_expr_test": [
-                    {
-                        "expr": FIRING,
-                        "eval_time": "45m",
-                        "exp_samples": [
-                            {
-                                "labels": f'{{alertname="{a}",severity="{sev}",queue="{q}"}}',
-                                "value": 1,
-                            }
-                            for a, sev, q in firing
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "pgmq.test.yml"
-    path.write_text(yaml.safe_dump(unit))
-    r = subprocess.run(
-        [tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    assert_promtool_fires(
+        [ROOT / "alerts" / "queues.rules.yml"],
+        scrape_series(s.samples, "runbook_queue_", held),
+        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
+        "45m",
+        tmp_path,
+        expr=FIRING,
     )
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def queues_error(ex) -> str:

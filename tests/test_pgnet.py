@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,12 @@ from exporter.config import ConfigError, parse_config
 from exporter.db import open_connection, run_transaction
 from exporter.doctor import Report
 from tests import pgnet_schema
-from tests.helpers import assert_declared, assert_promtool_clean, tool
+from tests.helpers import (
+    assert_declared,
+    assert_promtool_clean,
+    assert_promtool_fires,
+    scrape_series,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "pgnet.rules.yml"
@@ -246,50 +250,18 @@ def assert_alerts_fire(samples: list, tmp: Path, at: str = "15m") -> None:
     """The pg_net alerts firing at `at` when the scraped pg_net samples stay as they are: a
     promtool unit test built from a real scrape, failing with promtool's message when the
     alerts differ from the ones asked for."""
-    series = [
-        {
-            "series": s.name + "{" + ",".join(f'{k}="{v}"' for k, v in s.labels.items()) + "}",
-            "values": f"{s.value:g}x20",
-        }
-        for s in samples
-        if s.name.startswith("runbook_pgnet_")
-    ]
     expected = [
         ("PgNetCallsFailing", "warning"),
         ("PgNetFailureRatioHigh", "warning"),
         ("PgNetFailureRatioHigh", "critical"),
     ]
-    test = {
-        "rule_files": [str(RULES)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "promql_expr_test": [
-                    {
-                        "expr": 'ALERTS{alertstate="firing"}',
-                        "eval_time": at,
-                        "exp_samples": [
-                            {
-                                "labels": "ALERTS{"
-                                f'alertname="{name}",alertstate="firing",'
-                                f'severity="{severity}",target="app"' + "}",
-                                "value": 1,
-                            }
-                            for name, severity in expected
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    path = tmp / "pgnet-from-scrape.test.yml"
-    path.write_text(yaml.safe_dump(test))
-    r = subprocess.run(
-        [tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    assert_promtool_fires(
+        [RULES],
+        scrape_series(samples, "runbook_pgnet_"),
+        [{"alertname": a, "severity": sev, "target": "app"} for a, sev in expected],
+        at,
+        tmp,
     )
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.slow

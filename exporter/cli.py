@@ -112,8 +112,11 @@ def summary(config: Config, source: str) -> str:
     lines = [f"{source}: configuration is valid"]
     for t in config.targets:
         lines.append(f"target {t.name} ({t.safe_dsn()})")
+        # every run is a transaction with these limits (SET LOCAL); without a transaction
+        # pooler the session carries them too
+        where = "each run (pooler: transaction)" if t.pooler == "transaction" else "session"
         lines.append(
-            f"  session: statement_timeout {t.statement_timeout:g}s, lock_timeout "
+            f"  {where}: statement_timeout {t.statement_timeout:g}s, lock_timeout "
             f"{t.lock_timeout:g}s, connect_timeout {t.connect_timeout:g}s"
         )
         for n, s in t.enabled_collectors():

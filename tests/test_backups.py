@@ -548,3 +548,31 @@ def test_stale_backups_of_every_kind_are_scraped_and_fire(
         "40m",
         tmp_path,
     )
+
+
+def test_a_reload_keeps_unchanged_backup_jobs_and_rebuilds_changed_ones(tmp_path: Path) -> None:
+    from exporter.runtime import Exporter
+
+    def config(max_age: str, dsn: str) -> Any:
+        return parse_config(
+            json.dumps(
+                {
+                    "targets": [{"name": "app", "dsn": dsn}],
+                    "backups": [
+                        {"name": "dumps", "file": {"directory": str(tmp_path)}},
+                        {"name": "pgbr", "max_age_warning": max_age, "walg": tool("walg", "x")},
+                        {"name": "script", "sql": {"target": "app", "query": LAST_RUN}},
+                    ],
+                }
+            )
+        )
+
+    ex = Exporter(config("26h", "host=127.0.0.1 dbname=a"))
+    before = {k: j for k, (_, _, j) in ex._backups.items()}
+    assert {j.key for j in ex.scheduler.jobs} >= {runner.job_key(n) for n in before}
+    same = ex._plan(config("26h", "host=127.0.0.1 dbname=a")).backups
+    assert all(same[k][2] is before[k] for k in before)
+    changed = ex._plan(config("30h", "host=127.0.0.1 dbname=b")).backups
+    assert changed["dumps"][2] is before["dumps"]
+    assert changed["pgbr"][2] is not before["pgbr"]  # its threshold changed
+    assert changed["script"][2] is not before["script"]  # its target's session changed

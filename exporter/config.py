@@ -541,7 +541,8 @@ def _shown(loc: tuple, value: object, kind: str) -> str:
     keys = [str(p) for p in loc if isinstance(p, str)]
     if kind == "extra_forbidden" or value is None or isinstance(value, dict | list):
         return ""
-    if "headers" in keys or any(looks_secret(k) for k in keys):
+    # a command's `env` (exporter/backups/) may carry credentials under any name
+    if "headers" in keys or "env" in keys or any(looks_secret(k) for k in keys):
         return ""
     text = repr(value)
     if len(text) > _SHOWN_MAX:

@@ -576,3 +576,14 @@ def test_a_reload_keeps_unchanged_backup_jobs_and_rebuilds_changed_ones(tmp_path
     assert changed["dumps"][2] is before["dumps"]
     assert changed["pgbr"][2] is not before["pgbr"]  # its threshold changed
     assert changed["script"][2] is not before["script"]  # its target's session changed
+
+
+def test_a_command_env_value_is_never_echoed_and_check_config_lists_backups() -> None:
+    item = {"name": "w", "walg": {"command": {"argv": ["wal-g"], "env": {"PREFIX": 98765}}}}
+    with pytest.raises(ConfigError) as e:
+        parse_config(json.dumps({"backups": [item]}), "c.yml")
+    assert "backups[0].walg.command.env.PREFIX" in str(e.value) and "98765" not in str(e.value)
+    from exporter.cli import summary
+
+    cfg = parse_config(json.dumps({"backups": [{"name": "d", "file": {"directory": "/b"}}]}))
+    assert "backup d: newest * in /b of at least 1 bytes, every 300s" in summary(cfg, "c.yml")

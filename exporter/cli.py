@@ -133,6 +133,11 @@ def summary(config: Config, source: str) -> str:
         lines.append(f"app {a.name}: {len(a.endpoints)} endpoint(s)")
         for e in a.endpoints:
             lines.append(f"  endpoint {e.name}: {e.describe()}")
+    for b in config.backups:
+        lines.append(
+            f"backup {b.name}: {b.describe()}, every {b.interval:g}s, timeout {b.timeout:g}s, "
+            f"max age warning {b.max_age_warning:g}s, critical {b.max_age_critical:g}s"
+        )
     # describe() and safe_dsn() leave secrets out; this is the net under them
     return redact("\n".join(lines))
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from exporter import configyaml, sources
+from exporter.backups.config import Backup
 from exporter.configtypes import (
     IDENT_RE,
     MIN_COLLECT_INTERVAL,
@@ -486,6 +487,7 @@ class Config(Model):
 
     targets: list[Target] = []
     apps: list[App] = []
+    backups: list[Backup] = []  # exporter/backups/
     # environment problems --check-config reports without failing (see parse_config)
     _warnings: list[str] = PrivateAttr(default_factory=list)
 
@@ -498,8 +500,17 @@ class Config(Model):
         for kind, items in (("target", self.targets), ("app", self.apps)):
             with FieldError.at(f"{kind}s"):
                 require_unique([t.name for t in items], f"{kind} names must be unique")
-        if not self.targets and not self.apps:
-            raise ValueError("nothing to do: configure at least one target or app")
+        if not self.targets and not self.apps and not self.backups:
+            raise ValueError("nothing to do: configure at least one target, app or backup")
+        with FieldError.at("backups"):
+            require_unique([b.name for b in self.backups], "backup names must be unique")
+        targets = {t.name for t in self.targets}
+        for bi, b in enumerate(self.backups):
+            if b.sql is not None and b.sql.target not in targets:
+                raise FieldError(
+                    ("backups", bi, "sql", "target"),
+                    f"no target named {b.sql.target!r} under targets:",
+                )
         for ti, t in enumerate(self.targets):
             for qi, q in enumerate(t.queues):
                 q._path = f"targets[{ti}].queues[{qi}]"
@@ -530,7 +541,8 @@ def _shown(loc: tuple, value: object, kind: str) -> str:
     keys = [str(p) for p in loc if isinstance(p, str)]
     if kind == "extra_forbidden" or value is None or isinstance(value, dict | list):
         return ""
-    if "headers" in keys or any(looks_secret(k) for k in keys):
+    # a command's `env` (exporter/backups/) may carry credentials under any name
+    if "headers" in keys or "env" in keys or any(looks_secret(k) for k in keys):
         return ""
     text = repr(value)
     if len(text) > _SHOWN_MAX:
@@ -664,6 +676,12 @@ def environment_problems(config: Config) -> list[tuple[tuple, str, bool]]:
                 file((*at, "tls", name), getattr(ep.tls, name), False)
             for name, why in _tls_problems(ep.tls):
                 out.append(((*at, "tls", name), why, False))
+    for bi, b in enumerate(config.backups):
+        if b.supabase is not None:
+            at = ("backups", bi, "supabase", "token")
+            if b.supabase.token.env is not None:
+                env_var((*at, "env"), b.supabase.token.env)
+            file((*at, "file"), b.supabase.token.file, True)
     return out
 
 

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from exporter import queuekinds, sources
+from exporter.backups import runner as backup_runner
 from exporter.collectors import queues as qc
 from exporter.config import Config, ConfigError, Queue, Target
 from exporter.db import describe_error, open_connection, run_transaction
@@ -71,6 +72,12 @@ def run_doctor(config: Config) -> int:
 async def _doctor(config: Config, report: Report) -> None:
     if not config.targets:
         print("no database targets configured")
+    await _check_targets(config, report)
+    # each backup's source read once, as its job would (exporter/backups/)
+    await backup_runner.doctor(config.backups, {t.name: t for t in config.targets}, report)
+
+
+async def _check_targets(config: Config, report: Report) -> None:
     for t in config.targets:
         print(f"target {t.name} ({t.safe_dsn()})")
         try:

@@ -15,12 +15,14 @@ import platform
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__, sources
+from exporter.backups import runner as backup_runner
+from exporter.backups.config import Backup
 from exporter.collectors import thresholds
 from exporter.config import Config, ConfigError, load_config
 from exporter.db import TargetDB
@@ -137,12 +139,16 @@ class _Plan:
     static: list[Metric]
     closing: list[TargetDB]  # connections of changed and removed targets
     changes: dict[str, int]  # for the log: targets/endpoints kept, rebuilt, added, removed
+    # backup name -> (its config, the TargetDB an sql source uses, its job)
+    backups: dict[str, tuple[Backup, TargetDB | None, Job]] = field(default_factory=dict)
 
     @property
     def jobs(self) -> list[Job]:
-        return [j for js in self.target_jobs.values() for j in js] + [
-            j for _, j in self.probes.values()
-        ]
+        return (
+            [j for js in self.target_jobs.values() for j in js]
+            + [j for _, j in self.probes.values()]
+            + [j for _, _, j in self.backups.values()]
+        )
 
 
 class Exporter(Collector):
@@ -155,6 +161,7 @@ class Exporter(Collector):
         self.dbs: dict[str, TargetDB] = {}
         self._target_jobs: dict[str, list[Job]] = {}
         self._probes: dict[tuple[str, str], tuple[Endpoint, Job]] = {}
+        self._backups: dict[str, tuple[Backup, TargetDB | None, Job]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -206,14 +213,32 @@ class Exporter(Collector):
             **_changes("endpoints", self._probes, probes, lambda a, b: a[1] is b[1]),
         }
         plan = _Plan(config, dbs, target_jobs, probes, static, closing, changes)
+        plan.backups = self._plan_backups(config, dbs)
+        plan.static += backup_runner.families(config.backups)
         plan.static += _job_settings(plan.jobs)
         return plan
+
+    def _plan_backups(
+        self, config: Config, dbs: dict[str, TargetDB]
+    ) -> dict[str, tuple[Backup, TargetDB | None, Job]]:
+        """A job per backup; an unchanged backup (and, for sql sources, the same target
+        session) keeps its job and the last backup it found."""
+        out = {}
+        for b in config.backups:
+            db = dbs[b.sql.target] if b.sql is not None else None
+            old = self._backups.get(b.name)
+            if old is not None and old[0] == b and old[1] is db:
+                out[b.name] = old
+            else:
+                out[b.name] = (b, db, backup_runner.backup_job(b, db))
+        return out
 
     def _install(self, plan: _Plan) -> None:
         """Swap in what scrapes read; each attribute is rebound whole, so a concurrent scrape
         sees the old or the new one, never a half-built one."""
         self.config, self.dbs, self._static = plan.config, plan.dbs, plan.static
         self._target_jobs, self._probes = plan.target_jobs, plan.probes
+        self._backups = plan.backups
 
     async def _apply(self, plan: _Plan) -> None:
         await self.scheduler.replace(plan.jobs)

@@ -62,6 +62,8 @@ VALUELESS = {
     "RunbookCollectorFailing",  # runbook_collector_success == 0 (the text counts the errors)
     "EndpointHealthComponentDown",  # runbook_health_component_up == 0
     "PostgresStatStatementsUnavailable",  # runbook_pg_stat_statements_available == 0
+    "BackupMissing",  # runbook_backup_found == 0
+    "BackupSourceFailing",  # runbook_backup_source_up == 0 (the text names the reason)
 }
 
 
@@ -325,7 +327,10 @@ def incident_scrape(fresh_db: str, run_exporter: Any, tmp_path: Path) -> Iterato
 
 # rule files on the series of an extension the incident server lacks (the embedded
 # PostgreSQL has no pg_cron): their test file checks the same on a server that has it
-SERVED_ELSEWHERE = ("cron.rules.yml",)  # tests/test_cron.py
+SERVED_ELSEWHERE = (
+    "cron.rules.yml",  # tests/test_cron.py
+    "backups.rules.yml",  # tests/test_backups.py (backups are configured there)
+)
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ QUERY_START_RE = re.compile(
     r"^(?:\s|--[^\n]*\n|/\*.*?\*/|\()*(select|with|values|table)\b", re.I | re.S
 )
 MAX_HELP = 500
+# the collector that runs the queries (exporter/collectors/custom.py): its interval and timeout
+COLLECTOR = "custom"
 MAX_STATIC_VALUE = 200
 
 
@@ -171,7 +173,7 @@ class CustomQuery(Model):
     def interval_in(self, target: Target) -> float:
         if self.interval is not None:
             return self.interval
-        return target.interval_of(target.collectors.custom)  # type: ignore[attr-defined]
+        return target.interval_of(getattr(target.collectors, COLLECTOR))
 
 
 def _label_name(name: str) -> None:
@@ -200,7 +202,7 @@ def check_target(target: Target) -> None:
                     ("queries", i, "metrics", j, "name"),
                     f"metric {m.exposed_name} is also given by query {other!r}",
                 )
-    settings = target.collectors.custom  # type: ignore[attr-defined]
+    settings = getattr(target.collectors, COLLECTOR)
     job_interval, job_timeout = target.interval_of(settings), target.timeout_of(settings)
     for i, q in enumerate(target.queries):
         if q.interval is not None:

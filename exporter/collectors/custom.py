@@ -293,11 +293,24 @@ class Custom(Collector):
                 f"{where}: plan {top.get('Node Type', '?')}, cost {top.get('Total Cost', '?')}, "
                 f"about {top.get('Plan Rows', '?')} row(s) (max_series {q.max_series})"
             )
+            for rel in sorted(_seq_scans(top)):
+                report.note(
+                    f"{where}: the plan reads {rel} sequentially: every run costs O(table); "
+                    "filter on an indexed column"
+                )
             if isinstance(top.get("Plan Rows"), int | float) and top["Plan Rows"] > q.max_series:
                 report.note(
                     f"{where}: the planner expects more rows than max_series: the rest would "
                     "be dropped",
                 )
+
+
+def _seq_scans(node: dict) -> set[str]:
+    """The relations a plan reads with a sequential scan."""
+    found = {node.get("Relation Name", "?")} if node.get("Node Type") == "Seq Scan" else set()
+    for child in node.get("Plans", []):
+        found |= _seq_scans(child)
+    return found
 
 
 def _describe(e: BaseException, q: CustomQuery, timeout: float | None) -> str:

@@ -237,7 +237,14 @@ def test_a_query_runs_at_its_own_interval(logs_db: str) -> None:
 
 def test_doctor_explains_each_query(logs_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     target = parse_config(
-        target_yaml(logs_db, [ERRORS_QUERY, query("missing", "SELECT v FROM nowhere")])
+        target_yaml(
+            logs_db,
+            [
+                ERRORS_QUERY,
+                query("missing", "SELECT v FROM nowhere"),
+                query("nocol", "SELECT 1 AS n FROM public.error_logs WHERE false"),
+            ],
+        )
     ).targets[0]
     report = Report()
 
@@ -255,7 +262,9 @@ def test_doctor_explains_each_query(logs_db: str, capsys: pytest.CaptureFixture[
     assert "custom query error_logs_last_hour [targets[0].queries[0]]: plan " in out
     assert "cost " in out
     assert "custom query missing [targets[0].queries[1]]: EXPLAIN fails: UndefinedTable" in out
-    assert report.findings == 1
+    # a query that returns no row at runtime cannot check its columns: the doctor does
+    assert "custom query nocol [targets[0].queries[2]]: column(s) ['v'] not in the result" in out
+    assert report.findings == 2
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -374,3 +383,15 @@ def test_served_by_the_exporter_and_promtool_clean(logs_db: str, run_exporter: A
     assert s.value("runbook_collector_success", collector="tables") == 1
     assert_declared(s.families, also={"app_error_logs_last_hour"})
     assert_promtool_clean(s.text)
+
+
+def test_no_rows_is_success_without_samples(logs_db: str) -> None:
+    q = query(
+        "none",
+        "SELECT error_type, count(*) AS v FROM public.error_logs WHERE false GROUP BY error_type",
+        labels=["error_type"],
+    )
+    fams, failure = collect(logs_db, [q])
+    assert failure is None
+    assert success(fams, "none") == 1
+    assert not samples(fams, "app_none")

@@ -103,7 +103,9 @@ def families_of(q: CustomQuery, target: str, columns: list[str], rows: list[tupl
     """The query's rows as its metric families (raises QueryFailed on a result that cannot be)."""
     index = {c: i for i, c in enumerate(columns)}
     missing = [c for c in (*q.labels, *(m.column for m in q.metrics)) if c not in index]
-    if missing:
+    # no row, no column names (the protocol sends them with the rows): nothing to check or
+    # serve; `doctor` checks the columns of a query that returns none
+    if missing and rows:
         raise QueryFailed(
             f"column(s) {missing} not in the result (it has {columns}): check labels and "
             "metrics[].column against the SELECT list"
@@ -293,6 +295,15 @@ class Custom(Collector):
                 f"{where}: plan {top.get('Node Type', '?')}, cost {top.get('Total Cost', '?')}, "
                 f"about {top.get('Plan Rows', '?')} row(s) (max_series {q.max_series})"
             )
+            try:
+                missing = await _missing_columns(conn, q)
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    raise
+                report.note(f"{where}: its columns cannot be checked: {_describe(e, q, None)}")
+            else:
+                if missing:
+                    report.finding(f"{where}: {missing}")
             for rel in sorted(_seq_scans(top)):
                 report.note(
                     f"{where}: the plan reads {rel} sequentially: every run costs O(table); "
@@ -303,6 +314,20 @@ class Custom(Collector):
                     f"{where}: the planner expects more rows than max_series: the rest would "
                     "be dropped",
                 )
+
+
+async def _missing_columns(conn: psycopg.AsyncConnection, q: CustomQuery) -> str | None:
+    """The label and value columns the query's result lacks (its columns from a run with
+    LIMIT 0), or None when it has them all."""
+    async with conn.transaction() as tx:
+        cur = await conn.execute(f"SELECT * FROM (\n{q.sql}\n) AS q LIMIT 0")
+        columns = [d.name for d in cur.description or []]
+        raise psycopg.Rollback(tx)
+    wanted = (*q.labels, *(m.column for m in q.metrics))
+    missing = [c for c in wanted if c not in columns]
+    if not missing:
+        return None
+    return f"column(s) {missing} not in the result (it has {columns})"
 
 
 def _seq_scans(node: dict) -> set[str]:

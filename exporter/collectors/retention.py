@@ -23,13 +23,12 @@ from prometheus_client.core import Metric
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from exporter.configtypes import Duration
 from exporter.db import run_transaction, savepoint
 from exporter.metrics import spec
 from exporter.queuekinds.base import TableInfo, table_info, unreadable
 from exporter.retentionconfig import RetentionTable
 from exporter.scheduler import PartialFailure
-from exporter.sources import Collector, CollectorSettings
+from exporter.sources import Collector
 
 SRC = "collectors/retention.py"
 L = ("target", "schema", "table")
@@ -144,14 +143,8 @@ def index_bounds(plan: dict, quoted: str) -> bool:
     return visit(plan, "") and scans >= 2
 
 
-class RetentionSettings(CollectorSettings):
-    # retention moves by the day and the alert waits 30 min: once a minute is plenty
-    interval: Duration | None = 60.0
-
-
 class Retention(Collector):
     name = "retention"
-    Settings = RetentionSettings
     first_run = 70
 
     async def collect(self, conn: psycopg.AsyncConnection) -> list[Metric]:

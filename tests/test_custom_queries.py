@@ -7,6 +7,7 @@ promtool accepts."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -395,3 +396,34 @@ def test_no_rows_is_success_without_samples(logs_db: str) -> None:
     assert failure is None
     assert success(fams, "none") == 1
     assert not samples(fams, "app_none")
+
+
+def test_queries_share_the_run_budget(logs_db: str) -> None:
+    # two 1.2 s queries in a 2 s run: the first is served, the second gets the time left and is
+    # cancelled by PostgreSQL, and the run ends within its budget instead of being cut
+    sleepy = "SELECT 1 AS v FROM pg_sleep(1.2)"
+    target = parse_config(
+        target_yaml(
+            logs_db,
+            [query("first", sleepy, timeout="1500ms"), query("second", sleepy, timeout="1500ms")],
+            collectors={"custom": {"timeout": "2s"}},
+        )
+    ).targets[0]
+    c = custom.Custom(target, target.collectors.custom)
+
+    async def main() -> tuple[float, str]:
+        conn = await open_connection(target)
+        try:
+            start = time.monotonic()
+            async with run_transaction(conn, target):
+                with pytest.raises(PartialFailure) as e:
+                    await c.collect(conn)
+            return time.monotonic() - start, str(e.value)
+        finally:
+            await conn.close()
+
+    took, failure = asyncio.run(main())
+    assert took < 2.0
+    assert c.states["first"].success and not c.states["second"].success
+    assert "(second): QueryCanceled" in failure
+    assert "s left of collectors.custom.timeout; raise it" in failure

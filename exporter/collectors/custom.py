@@ -43,8 +43,9 @@ from exporter.sources import Collector
 log = logging.getLogger("exporter.collectors.custom")
 SRC = "collectors/custom.py"
 TQ = ("target", "query")
-# the run stops starting queries this long before its own timeout (the connection's watchdog
-# fires 0.5 s before it): a query left over runs first in the next run
+# the run stops starting queries this long (at most a fifth of its timeout) before its own
+# timeout (the connection's watchdog fires 0.5 s before it): a query left over stays due and
+# runs in the next run
 RUN_MARGIN = 0.7
 
 SUCCESS = spec(
@@ -168,13 +169,14 @@ class Custom(Collector):
 
     async def _collect(self, conn: psycopg.AsyncConnection) -> list[Metric]:
         start = time.monotonic()
-        deadline = start + self.target.timeout_of(self.settings) - RUN_MARGIN
+        budget = self.target.timeout_of(self.settings)
+        deadline = start + budget - min(RUN_MARGIN, 0.2 * budget)
         for q in self.target.queries:
             now = time.monotonic()
             if not self.due(q, now):
                 continue
             left = deadline - now
-            if left < 0.05:  # no time left in this run: it stays due, first in the next
+            if left < 0.05:  # no time left in this run: it stays due for the next
                 continue
             await self.run_query(conn, q, min(q.timeout_in(self.target), left))
         return self._served()
@@ -190,7 +192,13 @@ class Custom(Collector):
         except (QueryFailed, psycopg.Error) as e:
             if isinstance(e, psycopg.Error) and (conn.broken or conn.closed):
                 raise  # the connection is gone: the whole run fails and the target reconnects
-            self._failed(q, st, _describe(e, q, timeout))
+            why = _describe(e, q, timeout)
+            if isinstance(e, psycopg.errors.QueryCanceled) and timeout < q.timeout_in(self.target):
+                why += (
+                    f": the run had {timeout:.2f}s left of collectors.custom.timeout; raise it "
+                    "or give the queries longer intervals"
+                )
+            self._failed(q, st, why)
         else:
             if st.error is not None:
                 log.info("custom query succeeds again", extra=self._where(q))
@@ -345,5 +353,5 @@ def _describe(e: BaseException, q: CustomQuery, timeout: float | None) -> str:
     if isinstance(e, psycopg.errors.ReadOnlySqlTransaction):
         text += " (custom queries run in a read-only transaction: they may only read)"
     elif isinstance(e, psycopg.errors.QueryCanceled) and timeout is not None:
-        text += f" (the query's timeout is {timeout:g}s)"
+        text += f" (the query's timeout is {timeout:.3g}s)"
     return redact(f"{type(e).__name__}: {text}")

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter import configyaml, sources
+from exporter import configyaml, queryconfig, sources
 from exporter.backups.config import Backup
 from exporter.configtypes import (
     IDENT_RE,
@@ -44,6 +44,8 @@ from exporter.configtypes import (
     require_unique,
 )
 from exporter.probes.config import TLS, App
+from exporter.queryconfig import CustomQuery
+from exporter.retentionconfig import RetentionTable, check_unique
 from exporter.secrets import looks_secret, redact, register_secret, scrub_urls
 from exporter.sources import CollectorSettings
 
@@ -344,6 +346,8 @@ class Target(Model):
     collectors: Collectors = Field(default_factory=lambda: collectors_model()())
     queues: list[QueueItem] = []
     thresholds: PgThresholds = PgThresholds()
+    retention: list[RetentionTable] = []  # exporter/retentionconfig.py
+    queries: list[CustomQuery] = []  # custom SQL metrics: exporter/queryconfig.py
 
     @field_validator("dsn")
     @classmethod
@@ -363,7 +367,10 @@ class Target(Model):
         wildcards = [q for q in self.queues if isinstance(q, PgmqQueue) and q.wildcard]
         if len(wildcards) > 1:
             raise ValueError('give pgmq: "*" at most once per target')
+        with FieldError.at("retention"):
+            check_unique(self.retention)
         self._timeouts()
+        queryconfig.check_target(self)
         return self
 
     def _derive(self, field: str, value: float) -> None:
@@ -514,6 +521,9 @@ class Config(Model):
         for ti, t in enumerate(self.targets):
             for qi, q in enumerate(t.queues):
                 q._path = f"targets[{ti}].queues[{qi}]"
+            for ri, r in enumerate(t.retention):
+                r._path = f"targets[{ti}].retention[{ri}]"
+        queryconfig.check_across_targets(self)  # also sets each query's _path
         return self
 
 

@@ -244,8 +244,23 @@ def test_every_collector_succeeds_as_the_monitoring_role(
                     "dsn": monitor_role.dsn_without_password,
                     "password_file": str(monitor_role.password_file),
                     "collect_interval": "1s",
-                    "collectors": {"tables": {"interval": "1s"}, "statements": {"interval": "1s"}},
+                    "collectors": {
+                        "tables": {"interval": "1s"},
+                        "statements": {"interval": "1s"},
+                        "retention": {"interval": "1s"},
+                    },
                     "queues": [{"table": "public.processing_jobs"}],
+                    # the role's SELECT on the queue table is all these need
+                    "retention": [{"table": "public.processing_jobs", "period": "30d"}],
+                    "queries": [
+                        {
+                            "name": "jobs",
+                            "sql": "SELECT status, count(*) AS n FROM public.processing_jobs"
+                            " GROUP BY status",
+                            "labels": ["status"],
+                            "metrics": [{"name": "app_jobs", "column": "n", "help": "Jobs."}],
+                        }
+                    ],
                 }
             ]
         }
@@ -276,7 +291,11 @@ def test_every_collector_succeeds_as_the_monitoring_role(
         "statements",
         "cron",  # quiet here (no pg_cron); as this role on pg_cron: tests/test_supabase_role.py
         "pgnet",  # quiet here: no pg_net in this database
+        "retention",
+        "custom",
     }
+    assert s.value("runbook_retention_up", target="app", table="processing_jobs") == 1
+    assert s.value("runbook_custom_query_success", target="app", query="jobs") == 1
     assert s.value("runbook_target_up", target="app") == 1
     # the collectors' own series are there, read with the role's privileges
     assert s.values("runbook_queue_jobs", target="app", queue="processing_jobs")

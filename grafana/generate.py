@@ -417,6 +417,9 @@ VARIABLES = {
         "Cron job",
         'label_values(runbook_cron_job_active{target=~"$target"}, jobname)',
     ),
+    "backup": lambda: variable_query(
+        "backup", "Backup", "label_values(runbook_backup_source_info, backup)"
+    ),
     "app": lambda: variable_query(
         "app", "App", "label_values(runbook_probe_interval_seconds, app)"
     ),
@@ -1759,6 +1762,155 @@ def scheduled(alerts: dict[str, set[str]]) -> dict[str, Any]:
     )
 
 
+TST = 'target=~"$target"'
+B = 'backup=~"$backup"'
+RETENTION_LIMIT = (
+    f"runbook_retention_period_seconds{{{TST}}}"
+    f" + on(target, schema, table) runbook_retention_grace_seconds{{{TST}}}"
+)
+RETENTION_STATUS = worst(
+    "target, schema, table",
+    [
+        check(
+            "cleanup_behind",
+            f"(runbook_retention_oldest_row_age_seconds{{{TST}}} > bool on(target, schema, table)"
+            f" ({RETENTION_LIMIT}))",
+        ),
+        check("unreadable", f"(1 - runbook_retention_up{{{TST}}})"),
+    ],
+)
+BACKUP_STATUS = worst(
+    "backup",
+    [
+        check(
+            "age",
+            levels(
+                f"runbook_backup_age_seconds{{{B}}}",
+                "runbook_backup_age_threshold_seconds",
+                "backup",
+            ),
+        ),
+        check("missing", f"2 * (1 - runbook_backup_found{{{B}}})"),
+        check("source", f"(1 - runbook_backup_source_up{{{B}}})"),
+    ],
+)
+
+
+def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
+    tbl = "{{target}} {{schema}}.{{table}}"
+    b = "{{backup}}"
+    q = "{{target}} / {{query}}"
+    rows = [
+        Row(
+            "Status",
+            [
+                stat_levels("Retention", RETENTION_STATUS, tbl, LEVEL_HELP, w=12),
+                stat_levels("Backups", BACKUP_STATUS, b, LEVEL_HELP, w=12),
+            ],
+        ),
+        Row(
+            "Retention (runbook 001)",
+            [
+                ts(
+                    "Oldest row's age",
+                    f"runbook_retention_oldest_row_age_seconds{{{TST}}}",
+                    tbl,
+                    "s",
+                    description="Age of the oldest row of each table with a retention period; "
+                    "RetentionCleanupBehind when it passes period + grace (the clean-up job "
+                    "is not deleting).",
+                    about={"runbook_retention_period_seconds"},
+                )
+                .add_threshold(RETENTION_LIMIT, f"{tbl} period + grace warning limit")
+                .add_threshold(f"runbook_retention_period_seconds{{{TST}}}", f"{tbl} period limit"),
+                ts(
+                    "Rows past retention",
+                    f"runbook_retention_expired_rows{{{TST}}}",
+                    tbl,
+                    description="Counted through the index up to the table's max_count: "
+                    "`runbook_retention_expired_rows_capped` 1 means at least this many.",
+                ),
+            ],
+        ),
+        Row(
+            "Backups (runbooks 002, 003)",
+            [
+                ts(
+                    "Age of the last good backup",
+                    f"runbook_backup_age_seconds{{{B}}}",
+                    b,
+                    "s",
+                    description="Time since the newest good backup the source lists "
+                    "(BackupTooOld at the warning / critical ages).",
+                )
+                .add_threshold(
+                    f'runbook_backup_age_threshold_seconds{{{B}, severity="warning"}}',
+                    f"{b} warning threshold",
+                )
+                .add_threshold(
+                    f'runbook_backup_age_threshold_seconds{{{B}, severity="critical"}}',
+                    f"{b} critical threshold",
+                ),
+                ts("Backup size", f"runbook_backup_size_bytes{{{B}}}", b, "bytes"),
+                ts(
+                    "Backups found",
+                    f"runbook_backup_found{{{B}}}",
+                    b,
+                    description="1 when the source lists a good backup, 0 when it was read and "
+                    "lists none (BackupMissing).",
+                    max=1,
+                ),
+                ts(
+                    "Source readable",
+                    f"runbook_backup_source_up{{{B}}}",
+                    b,
+                    description="0 when the source cannot be read (BackupSourceFailing); the "
+                    "reason is runbook_backup_source_failure_reason.",
+                    max=1,
+                ),
+            ],
+        ),
+        Row(
+            "Custom queries",
+            [
+                ts(
+                    "Query success",
+                    f"runbook_custom_query_success{{{TST}}}",
+                    q,
+                    max=1,
+                    description="1 when the custom query's last run worked (targets[].queries).",
+                ),
+                ts(
+                    "Query duration",
+                    f"runbook_custom_query_duration_seconds{{{TST}}}",
+                    q,
+                    "s",
+                ),
+                ts(
+                    "Since the last success",
+                    f"time() - runbook_custom_query_last_success_timestamp_seconds{{{TST}}}",
+                    q,
+                    "s",
+                ),
+                ts(
+                    "Series dropped by max_series",
+                    f"runbook_custom_query_series_dropped{{{TST}}}",
+                    q,
+                ),
+            ],
+        ),
+    ]
+    return dashboard(
+        "runbook-data",
+        "runbook-exporter / Retention, backups, custom queries",
+        "Rows kept past their retention period, the age of the last good backup of each "
+        "source, and the health of the custom SQL queries.",
+        ["target", "backup"],
+        rows,
+        alerts,
+    )
+
+
 BUILDERS = {
     "runbook-overview.json": overview,
     "runbook-queues.json": queues,
@@ -1766,6 +1918,7 @@ BUILDERS = {
     "runbook-endpoints.json": endpoints,
     "runbook-app-pools.json": app_pools,
     "runbook-scheduled.json": scheduled,
+    "runbook-data.json": data,
 }
 
 

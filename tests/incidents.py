@@ -221,6 +221,27 @@ def seeded_incident(dsn: str, tmp: Path, seconds: float = 90) -> Iterator[Seeded
         sessions.stop()
 
 
+# runbook 000's error log, with rows older than a day (a retention period of 1d is behind)
+ERROR_LOGS = (
+    "CREATE TABLE IF NOT EXISTS error_logs (id bigserial PRIMARY KEY, error_type text NOT NULL,"
+    " message text, \"timestamp\" timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS error_logs_timestamp_idx ON error_logs (\"timestamp\")",
+    "INSERT INTO error_logs (error_type, message, \"timestamp\")"
+    " SELECT (ARRAY['ocr', 'timeout', 'storage'])[1 + i % 3], 'seeded',"
+    " now() - i * interval '1 hour' FROM generate_series(0, 71) i",
+)
+# runbook 000's "errors by type over the last hour", as a custom query
+ERROR_LOGS_QUERY = {
+    "name": "error_logs_by_type",
+    "sql": "SELECT error_type, count(*) AS errors FROM error_logs"
+    " WHERE \"timestamp\" > now() - interval '1 hour' GROUP BY error_type",
+    "labels": ["error_type"],
+    "metrics": [
+        {"name": "app_error_logs_last_hour", "column": "errors", "help": "Errors by type, 1 h."}
+    ],
+}
+
+
 def target_config(dsn: str, name: str = "shop", **thresholds: Any) -> dict[str, Any]:
     """A target collected every second, with the sample queue and its dead-letter table."""
     return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
@@ -315,18 +316,36 @@ def test_every_panel_query_returns_data_during_a_seeded_incident(
             },
             {"name": "tls", "url": tls.url, "tls": {"ca_file": str(tls.ca_file)}},
         ]
+        target = incidents.target_config(
+            fresh_db,
+            long_query_warning="1s",
+            long_query_critical="2s",
+            idle_in_transaction_warning="1s",
+            slow_statement_mean="50ms",
+            dead_tuple_min_rows=1000,
+        )
+        # retention, backups and a custom query (the Retention, backups, custom queries board)
+        incidents.execute(fresh_db, *incidents.ERROR_LOGS)
+        target["retention"] = [
+            {"table": "public.error_logs", "column": "timestamp", "period": "1d"}
+        ]
+        target["queries"] = [incidents.ERROR_LOGS_QUERY]
+        dumps = tmp_path / "backups"
+        dumps.mkdir()
+        old_dump = dumps / "backup-2026-01-01.sql"
+        old_dump.write_bytes(b"-- pg_dump\n" * 200)
+        os.utime(old_dump, (time.time() - 3 * 86400, time.time() - 3 * 86400))
         config = {
-            "targets": [
-                incidents.target_config(
-                    fresh_db,
-                    long_query_warning="1s",
-                    long_query_critical="2s",
-                    idle_in_transaction_warning="1s",
-                    slow_statement_mean="50ms",
-                    dead_tuple_min_rows=1000,
-                )
-            ],
+            "targets": [target],
             "apps": [incidents.app_config("shop-web", endpoints)],
+            "backups": [
+                {
+                    "name": "nightly-dump",
+                    "interval": "1s",
+                    "timeout": "1s",
+                    "file": {"directory": str(dumps), "pattern": "backup-*.sql"},
+                }
+            ],
         }
         exp = run_exporter(config)
         with DevStack(

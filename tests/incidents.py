@@ -239,6 +239,15 @@ def target_config(dsn: str, name: str = "shop", **thresholds: Any) -> dict[str, 
     }
 
 
+# the sample app's /api/health/metrics values with their meanings (alerts/app-reported.rules.yml)
+APP_REPORTED = [
+    {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
+    {"path": "responseTime.p95", "meaning": "latency_p95", "unit": "milliseconds"},
+    {"path": "responseTime.avg", "meaning": "latency_average", "unit": "milliseconds"},
+    {"path": "memory.usedPercent", "meaning": "memory_ratio", "unit": "percent"},
+]
+
+
 def sample_app_endpoints(base: str) -> list[dict[str, Any]]:
     """The sample app's endpoints as runbooks 001 and 004 probe them, every second."""
     return [
@@ -257,6 +266,7 @@ def sample_app_endpoints(base: str) -> list[dict[str, Any]]:
                 "idle": "idle",
                 "waiting": "waiting",
             },
+            "metrics": APP_REPORTED,
         },
         {"name": "health", "url": f"{base}/api/health"},
     ]

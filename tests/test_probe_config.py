@@ -174,7 +174,7 @@ def test_example_config_passes_check_config():
     assert set(eden) >= {"live", "ready", "detailed", "metrics"}
     assert eden["metrics"].thresholds.latency_p95_critical == 5
     assert eden["metrics"].thresholds.error_ratio_critical == 0.05
-    assert {m.name for m in eden["metrics"].metrics} >= {"response_time_p95_seconds", "error_ratio"}
+    assert {m.meaning for m in eden["metrics"].metrics} >= {"latency_p95", "error_ratio"}
     ops = {e.name: e for e in next(a for a in cfg.apps if a.name == "ops-backend").endpoints}
     assert ops["monitoring-health"].pool.preset == "sqlalchemy"
 
@@ -263,7 +263,7 @@ def test_scrape_with_endpoints_is_declared_and_promtool_clean(run_exporter, tls_
                                 "path": "responseTime.p95",
                                 "scale": 0.001,
                             },
-                            {"name": "error_ratio", "path": "errorRate"},
+                            {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
                         ],
                         "pool": {
                             "path": "database.connections",

@@ -157,3 +157,17 @@ def test_app_reporting_6_percent_errors_and_a_2_5s_p95_pages_with_the_runbooks_s
         "20m",
         tmp_path,
     )
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_give_every_table_queue_a_dead_letter(path: Path) -> None:
+    """QueueDeadLetterGrowing needs runbook_queue_dead_letter_jobs, which only a dead status or
+    a DLQ table gives: an example without one teaches a queue that can never alert on it."""
+    cfg = parse_config(path.read_text(), path.name)
+    for target in cfg.targets:
+        for q in target.queues:
+            if hasattr(q, "statuses"):  # a table queue (pgmq names its DLQ queue instead)
+                assert q.statuses.dead or q.dead_letter_table, f"{target.name}/{q.name}"

@@ -95,7 +95,6 @@ apps:
         )
 
 
-@pytest.mark.slow
 def test_app_reporting_6_percent_errors_and_a_2_5s_p95_pages_with_the_runbooks_severities(
     sample_app, run_exporter, tmp_path: Path
 ):

@@ -330,7 +330,7 @@ def _app_metric_name(name: str) -> str:
 class AppMetric(Model):
     """A number from the endpoint's JSON served as the gauge runbook_app_<name>{app,endpoint},
     and/or, with a `meaning` and its `unit`, normalised to base units under the fixed series
-    the shipped rules read (runbook_app_error_ratio, runbook_app_latency_seconds, ...)."""
+    the shipped rules read (runbook_app_error_ratio, runbook_app_latency_p95_seconds, ...)."""
 
     name: Annotated[str, AfterValidator(_app_metric_name)] | None = None
     path: JMESPath
@@ -385,10 +385,9 @@ class AppMetric(Model):
         return None if self.name is None else APP_METRIC_PREFIX + self.name
 
     def describe(self) -> str:
-        served = [x for x in (self.full_name,) if x]
-        if self.meaning:
-            served.append(f"{self.meaning} ({self.unit})")
-        return " + ".join(served)
+        """For --check-config: `runbook_app_<name>`, `<meaning> (<unit>)`, or both."""
+        meaning = f"{self.meaning} ({self.unit})" if self.meaning else None
+        return " + ".join(x for x in (self.full_name, meaning) if x)
 
     @property
     def help_text(self) -> str:

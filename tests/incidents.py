@@ -224,9 +224,9 @@ def seeded_incident(dsn: str, tmp: Path, seconds: float = 90) -> Iterator[Seeded
 # runbook 000's error log, with rows older than a day (a retention period of 1d is behind)
 ERROR_LOGS = (
     "CREATE TABLE IF NOT EXISTS error_logs (id bigserial PRIMARY KEY, error_type text NOT NULL,"
-    " message text, \"timestamp\" timestamptz NOT NULL DEFAULT now())",
-    "CREATE INDEX IF NOT EXISTS error_logs_timestamp_idx ON error_logs (\"timestamp\")",
-    "INSERT INTO error_logs (error_type, message, \"timestamp\")"
+    ' message text, "timestamp" timestamptz NOT NULL DEFAULT now())',
+    'CREATE INDEX IF NOT EXISTS error_logs_timestamp_idx ON error_logs ("timestamp")',
+    'INSERT INTO error_logs (error_type, message, "timestamp")'
     " SELECT (ARRAY['ocr', 'timeout', 'storage'])[1 + i % 3], 'seeded',"
     " now() - i * interval '1 hour' FROM generate_series(0, 71) i",
 )
@@ -260,6 +260,15 @@ def target_config(dsn: str, name: str = "shop", **thresholds: Any) -> dict[str, 
     }
 
 
+# the sample app's /api/health/metrics values with their meanings (alerts/app-reported.rules.yml)
+APP_REPORTED = [
+    {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
+    {"path": "responseTime.p95", "meaning": "latency_p95", "unit": "milliseconds"},
+    {"path": "responseTime.avg", "meaning": "latency_average", "unit": "milliseconds"},
+    {"path": "memory.usedPercent", "meaning": "memory_ratio", "unit": "percent"},
+]
+
+
 def sample_app_endpoints(base: str) -> list[dict[str, Any]]:
     """The sample app's endpoints as runbooks 001 and 004 probe them, every second."""
     return [
@@ -278,6 +287,7 @@ def sample_app_endpoints(base: str) -> list[dict[str, Any]]:
                 "idle": "idle",
                 "waiting": "waiting",
             },
+            "metrics": APP_REPORTED,
         },
         {"name": "health", "url": f"{base}/api/health"},
     ]

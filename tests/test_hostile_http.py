@@ -215,9 +215,8 @@ def test_assertion_that_throws_is_check_error(server, caplog):
 
 def test_metric_path_that_throws_is_check_error(server):
     server.routes["/m"] = json_route({"status": "ok", "p95": "fast"})
-    ep = endpoint(
-        "m", server.url("/m"), metrics=[{"name": "latency_p95_seconds", "path": "abs(p95)"}]
-    )
+    metric = {"path": "abs(p95)", "meaning": "latency_p95", "unit": "seconds"}
+    ep = endpoint("m", server.url("/m"), metrics=[metric])
     s, _ = probe_once(ep)
     assert_failed(s, "m", "check_error")
     assert s.value("runbook_app_latency_p95_seconds", endpoint="m") is None

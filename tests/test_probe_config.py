@@ -158,25 +158,43 @@ def test_app_defaults_apply_and_endpoints_override():
     assert a.max_body_size == 1024 * 1024 and a.follow_redirects is False
 
 
-def test_example_config_passes_check_config():
+RUNBOOK_EXAMPLES = {  # examples/<runbook>.yml -> its app
+    "000-pdf-processing": "pdf-processor",
+    "001-ops-backend": "ops-backend",
+    "002-pourtrait": "pourtrait",
+    "003-jobsheet-auditor": "jobsheet-auditor",
+    "004-eden-erp": "eden-erp",
+}
+
+
+@pytest.mark.parametrize(("example", "app"), RUNBOOK_EXAMPLES.items())
+def test_example_config_passes_check_config(example: str, app: str):
+    path = f"examples/{example}.yml"
     r = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.file", "examples/apps.yml", "--check-config"],
+        [sys.executable, "-m", "exporter", "--config.file", path, "--check-config"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    for app in ("pdf-processor", "ops-backend", "pourtrait", "jobsheet-auditor", "eden-erp"):
-        assert f"app {app}" in r.stdout
-    cfg = parse_config((ROOT / "examples/apps.yml").read_text(), "examples/apps.yml")
+    assert f"app {app}" in r.stdout
+
+
+def test_runbook_004_example_alerts_on_what_the_app_reports():
+    cfg = parse_config((ROOT / "examples/004-eden-erp.yml").read_text(), "004-eden-erp.yml")
     eden = {e.name: e for e in next(a for a in cfg.apps if a.name == "eden-erp").endpoints}
     assert set(eden) >= {"live", "ready", "detailed", "metrics"}
     assert eden["metrics"].thresholds.latency_p95_critical == 5
-    assert eden["metrics"].thresholds.error_ratio_critical == 0.05
-    assert {m.name for m in eden["metrics"].metrics} >= {"response_time_p95_seconds", "error_ratio"}
-    ops = {e.name: e for e in next(a for a in cfg.apps if a.name == "ops-backend").endpoints}
-    assert ops["monitoring-health"].pool.preset == "sqlalchemy"
+    assert eden["metrics"].thresholds.app_latency_average_critical == 2
+    assert {m.meaning for m in eden["metrics"].metrics} >= {
+        "latency_average",
+        "latency_p95",
+        "error_ratio",
+    }
+    assert eden["detailed"].metrics[0].meaning == "memory_ratio"
+    ops = parse_config((ROOT / "examples/001-ops-backend.yml").read_text(), "001.yml").apps[0]
+    assert ops.endpoints[1].pool is not None and ops.endpoints[1].pool.preset == "sqlalchemy"
 
 
 def test_secrets_reach_the_app_but_never_metrics_or_logs(
@@ -263,7 +281,7 @@ def test_scrape_with_endpoints_is_declared_and_promtool_clean(run_exporter, tls_
                                 "path": "responseTime.p95",
                                 "scale": 0.001,
                             },
-                            {"name": "error_ratio", "path": "errorRate"},
+                            {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
                         ],
                         "pool": {
                             "path": "database.connections",

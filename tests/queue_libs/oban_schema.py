@@ -191,3 +191,42 @@ def backdate(
         sql.SQL("UPDATE {} SET {} WHERE id = ANY(%(ids)s)").format(_t(prefix), sets),
         {"s": seconds, "ids": ids},
     )
+
+
+def bulk(
+    conn: psycopg.Connection, finished: int, active: int, queues: int = 3, prefix: str = "public"
+) -> None:
+    """Many jobs at once, for the benchmark: `finished` over the last day (90 % completed,
+    5 % discarded, 5 % cancelled -- a Pruner keeping a day) and `active` unfinished ones (half
+    available, a fifth executing, a fifth scheduled, a tenth retryable), spread over `queues`
+    queues q0, q1...; then ANALYZE, as autovacuum would."""
+    t, e = _t(prefix), sql.Identifier(prefix, "oban_job_state")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (state, queue, worker, attempt, inserted_at, scheduled_at,"
+            " attempted_at, completed_at, discarded_at, cancelled_at)"
+            " SELECT s::{e}, 'q' || (i %% %(queues)s), 'Bench', 1, f - interval '2 seconds',"
+            " f - interval '2 seconds', f - interval '1 second',"
+            " CASE WHEN s = 'completed' THEN f END, CASE WHEN s = 'discarded' THEN f END,"
+            " CASE WHEN s = 'cancelled' THEN f END FROM generate_series(1, %(n)s) i,"
+            f" LATERAL (SELECT {UTC_NOW} - make_interval(secs => (i %% 86400)) AS f,"
+            " CASE WHEN i %% 20 = 0 THEN 'discarded' WHEN i %% 20 = 1 THEN 'cancelled'"
+            " ELSE 'completed' END AS s) x"
+        ).format(t=t, e=e),
+        {"n": finished, "queues": queues},
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (state, queue, worker, attempt, scheduled_at, attempted_at)"
+            " SELECT s::{e}, 'q' || (i %% %(queues)s), 'Bench',"
+            " CASE WHEN s IN ('executing', 'retryable') THEN 1 ELSE 0 END,"
+            f" CASE WHEN s IN ('scheduled', 'retryable') THEN {UTC_NOW} + interval '1 hour'"
+            f" ELSE {UTC_NOW} END,"
+            f" CASE WHEN s IN ('executing', 'retryable') THEN {UTC_NOW} END"
+            " FROM generate_series(1, %(n)s) i, LATERAL (SELECT CASE WHEN i %% 10 < 5"
+            " THEN 'available' WHEN i %% 10 < 7 THEN 'executing' WHEN i %% 10 < 9"
+            " THEN 'scheduled' ELSE 'retryable' END AS s) x"
+        ).format(t=t, e=e),
+        {"n": active, "queues": queues},
+    )
+    conn.execute(sql.SQL("VACUUM ANALYZE {}").format(t))

@@ -260,3 +260,41 @@ def backdate(
         ).format(_t(schema)),
         {"s": seconds, "ids": ids},
     )
+
+
+def bulk(
+    conn: psycopg.Connection, finished: int, active: int, queues: int = 3, schema: str = "public"
+) -> None:
+    """Many jobs at once, for the benchmark: `finished` finalized over the last day (90 %
+    completed, 5 % discarded, 5 % cancelled) and `active` unfinished ones (half available,
+    a fifth running, a fifth scheduled, a tenth retryable), spread over `queues` queues
+    named q0, q1...; then ANALYZE, as autovacuum would."""
+    t, e = _t(schema), sql.Identifier(schema, "river_job_state")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (state, attempt, max_attempts, attempted_at, created_at,"
+            " finalized_at, scheduled_at, args, kind, queue)"
+            " SELECT (CASE WHEN i %% 20 = 0 THEN 'discarded' WHEN i %% 20 = 1 THEN 'cancelled'"
+            " ELSE 'completed' END)::{e}, 1, 25, f - interval '1 second',"
+            " f - interval '2 seconds', f, f - interval '2 seconds', '{{}}', 'bench',"
+            " 'q' || (i %% %(queues)s) FROM generate_series(1, %(n)s) i,"
+            " LATERAL (SELECT now() - make_interval(secs => (i %% 86400)) AS f) x"
+        ).format(t=t, e=e),
+        {"n": finished, "queues": queues},
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (state, attempt, attempted_at, scheduled_at, args, kind, queue)"
+            " SELECT s::{e}, CASE WHEN s IN ('running', 'retryable') THEN 1 ELSE 0 END,"
+            " CASE WHEN s IN ('running', 'retryable') THEN now() END,"
+            " CASE WHEN s IN ('scheduled', 'retryable') THEN now() + interval '1 hour'"
+            " ELSE now() END, '{{}}', 'bench', 'q' || (i %% %(queues)s)"
+            " FROM generate_series(1, %(n)s) i, LATERAL (SELECT CASE WHEN i %% 10 < 5"
+            " THEN 'available' WHEN i %% 10 < 7 THEN 'running' WHEN i %% 10 < 9 THEN 'scheduled'"
+            " ELSE 'retryable' END AS s) x"
+        ).format(t=t, e=e),
+        {"n": active, "queues": queues},
+    )
+    conn.execute(sql.SQL("VACUUM ANALYZE {}").format(t))
+    for q in range(queues):
+        register_queue(conn, f"q{q}", schema)

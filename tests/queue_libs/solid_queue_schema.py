@@ -277,3 +277,70 @@ def backdate(
             ).format(_t(schema, f"{table}_executions")),
             {"s": seconds, "ids": ids},
         )
+
+
+def bulk(
+    conn: psycopg.Connection, finished: int, active: int, queues: int = 3, schema: str = "public"
+) -> None:
+    """Many jobs at once, for the benchmark: `finished` jobs finished over the last day
+    (preserve_finished_jobs) and `active` unfinished ones (half ready, a fifth claimed by a
+    live worker, a fifth scheduled, a tenth failed), spread over `queues` queues q0, q1...;
+    then ANALYZE, as autovacuum would."""
+    jobs = _t(schema, "jobs")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (queue_name, class_name, scheduled_at, finished_at, created_at,"
+            " updated_at) SELECT 'q' || (i %% %(queues)s), 'BenchJob', f, f, f, f"
+            f" FROM generate_series(1, %(n)s) i, LATERAL (SELECT {UTC_NOW}"
+            " - make_interval(secs => (i %% 86400)) AS f) x"
+        ).format(jobs),
+        {"n": finished, "queues": queues},
+    )
+    process = register_process(conn, "bench-worker", schema=schema)
+    ids = [
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (queue_name, class_name, scheduled_at, created_at, updated_at)"
+                f" SELECT 'q' || (i %% %(queues)s), 'BenchJob', {UTC_NOW}, {UTC_NOW}, {UTC_NOW}"
+                " FROM generate_series(1, %(n)s) i RETURNING id"
+            ).format(jobs),
+            {"n": active, "queues": queues},
+        )
+    ]
+    split = {
+        "ready": ids[: active // 2],
+        "claimed": ids[active // 2 : active * 7 // 10],
+        "scheduled": ids[active * 7 // 10 : active * 9 // 10],
+        "failed": ids[active * 9 // 10 :],
+    }
+    cols = {
+        "ready": ("queue_name, priority", "j.queue_name, 0"),
+        "scheduled": (
+            "queue_name, priority, scheduled_at",
+            f"j.queue_name, 0, {UTC_NOW} + interval '1 hour'",
+        ),
+        "claimed": ("process_id", str(int(process))),
+        "failed": ("error", "'boom'"),
+    }
+    for name, part in split.items():
+        names, values = cols[name]
+        conn.execute(
+            sql.SQL(
+                f"INSERT INTO {{}} (job_id, {names}, created_at)"
+                f" SELECT j.id, {values}, {UTC_NOW} FROM {{}} j WHERE j.id = ANY(%s)"
+            ).format(_t(schema, f"{name}_executions"), jobs),
+            (part,),
+        )
+    for table in TABLES_FOR_ANALYZE:
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(_t(schema, table)))
+
+
+TABLES_FOR_ANALYZE = (
+    "jobs",
+    "ready_executions",
+    "scheduled_executions",
+    "claimed_executions",
+    "failed_executions",
+    "processes",
+)

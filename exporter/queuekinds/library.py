@@ -110,6 +110,9 @@ class LibraryKind(QueueKind):
 
     library: ClassVar[str]  # "pg-boss"
     covers: ClassVar[str]  # the versions the preset covers, in words: "pg-boss 10 to 12"
+    # tables that hold only unfinished jobs or the library's live workers (Solid Queue's
+    # execution tables, worker heartbeats): read whole, they still cost O(active jobs)
+    active_tables: ClassVar[tuple[str, ...]] = ()
     item: LibraryQueue
 
     def __init__(self, target: Any, item: LibraryQueue) -> None:
@@ -309,7 +312,7 @@ class LibraryKind(QueueKind):
                     report.finding(f"{self.where(m)}: {problem}", indent=2)
                     continue
             for query in self.queries(install, m.ref).bounded():
-                scans = await unbounded_scans(conn, query, self.schema)
+                scans = await unbounded_scans(conn, query, self.schema, self.active_tables)
                 group = unbounded if scans else bounded if scans is not None else small
                 group.setdefault(query.name, []).append(m.ref)
                 fixes[query.name] = self.index_fix(install, query)
@@ -347,19 +350,27 @@ SELECT max(GREATEST(relpages, 0)) FROM pg_class
 WHERE relname = ANY(%s) AND relnamespace = %s::regnamespace
 """
 INDEX_SQL = """
-SELECT i.indpred IS NOT NULL FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+SELECT i.indpred IS NOT NULL, a.attname::text FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE c.relname = %s AND c.relnamespace = %s::regnamespace
 """
 
 
+# an Index Cond that looks one row up by another relation's column (a join by key, run per
+# row of that relation, which is checked itself)
+KEY_LOOKUP = re.compile(r"\(\w+ = \w+\.\w+\)")
+
+
 async def unbounded_scans(
-    conn: psycopg.AsyncConnection, query: Query, schema: str
+    conn: psycopg.AsyncConnection, query: Query, schema: str, active: tuple[str, ...] = ()
 ) -> set[str] | None:
     """What the query's plan reads without an index bounding it, with sequential scans
     disabled (the planner then uses any index it can). A scan is bounded when its index is
     partial (the planner proved the predicate from the query: the library's partial index
     on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time);
-    a whole-table walk through the primary key is not. None when only tables of at most one
+    a whole-table walk through the primary key is not, a lookup by a join key is, and so is
+    any read of the `active` tables. None when only tables of at most one
     page are read without a bound: the planner's pick there says nothing (an empty queue)."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the doctor's transaction
@@ -377,17 +388,24 @@ async def unbounded_scans(
     if plan is not None:
         walk(plan)
     for node in nodes:
+        if node.get("Relation Name") in active:
+            continue
         if node.get("Node Type") == "Seq Scan":
             out.add(node.get("Relation Name", "?"))
             continue
         index = node.get("Index Name")
         if index is None:
             continue
-        col = query.index_column
-        if col is not None and col in node.get("Index Cond", ""):
+        cond = node.get("Index Cond", "")
+        if KEY_LOOKUP.fullmatch(cond):
             continue
         row = await one_row(conn, INDEX_SQL, (index, schema))
-        if not (row and row[0]):
+        partial, first = (bool(row[0]), row[1]) if row else (False, None)
+        col = query.index_column
+        # a range over index_column bounds the scan only when the index's leading column is
+        # constrained too: a condition on a later column alone walks the whole index
+        ranged = col is not None and col in cond and first is not None and first in cond
+        if not (partial or ranged):
             out.add(node.get("Relation Name") or f"index {index}")
     if out:
         pages = await one_row(conn, PAGES_SQL, (sorted(out), schema))

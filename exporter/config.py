@@ -413,7 +413,15 @@ class GoodJobQueue(LibraryQueue):
 
 # the library presets, by config key; presets-b and presets-c add theirs here
 LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
-    m.kind: m for m in (PgBossQueue, RiverQueue, ObanQueue, SolidQueueQueue, GoodJobQueue)
+    m.kind: m
+    for m in (
+        PgBossQueue,
+        RiverQueue,
+        ObanQueue,
+        ProcrastinateQueue,
+        SolidQueueQueue,
+        GoodJobQueue,
+    )
 }
 
 # the kinds of `queues:` item, by the key that selects one; each has its module in

@@ -156,7 +156,8 @@ class ObanKind(LibraryKind):
         ).format(self._jobs())
         return LibraryQueries(
             Query("state", state, params, "state"),
-            Query("recent", recent, params, "_at >="),
+            # each half ranges over its own finish time
+            Query("recent", recent, params, "completed_at|discarded_at"),
             Query("completed", completed, {"queue": queue}, None),
         )
 

@@ -66,6 +66,8 @@ class PgBossKind(LibraryKind):
     key = "pg_boss"
     library = "pg-boss"
     covers = f"pg-boss 10 to 12 (schema versions {MIN_SCHEMA} to {KNOWN_SCHEMA})"
+    detect_tables = ("job", "queue", "version")
+    owned = ("job", "queue", "version", "archive", "schedule", "subscription", "job_common")
 
     async def detect(self, conn: psycopg.AsyncConnection) -> Install:
         await self.require_schema(conn)

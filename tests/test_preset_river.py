@@ -251,3 +251,38 @@ def test_river_config_shapes_and_errors() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(base + items, "f.yml")
         assert expected in str(e.value), str(e.value)
+
+
+def test_check_config_says_what_each_preset_of_presets_b_collects(tmp_path) -> None:
+    """--check-config takes the River, Oban, Solid Queue and GoodJob items with their own
+    options and says what "stuck" means for each."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "targets:\n  - name: app\n    dsn: 'host=127.0.0.1 dbname=app'\n    queues:\n"
+        "      - river: email\n        rescue_after: 30m\n"
+        "      - oban: '*'\n        prefix: jobs\n"
+        "      - solid_queue: default\n        process_alive_threshold: 10m\n"
+        "      - good_job: '*'\n        schema: gj\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    for line in (
+        "queue email: River queue email (schema public); stuck: running past rescue_after"
+        " 1800s + stuck_after, stuck after 300s",
+        "queue *: every Oban queue in schema jobs (at most 50); stuck: executing past"
+        " rescue_after 3600s + stuck_after",
+        "queue default: Solid Queue queue default (schema public); stuck: claimed by a worker"
+        " silent for process_alive_threshold 600s + stuck_after",
+        "queue *: every GoodJob queue in schema gj (at most 50); stuck: performed by a process"
+        " silent for 300s + stuck_after",
+    ):
+        assert line in r.stdout, r.stdout

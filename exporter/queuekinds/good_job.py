@@ -117,26 +117,31 @@ class GoodJobKind(LibraryKind):
             "stopped": RETRY_STOPPED,
         }
         due = sql.SQL("COALESCE(scheduled_at, created_at) <= {now}").format(now=now)
+        # the unfinished jobs (GoodJob's partial indexes WHERE finished_at IS NULL) and, in one
+        # pass, the discarded ones it keeps (its partial index on discarded jobs)
         state = sql.SQL(
-            "SELECT count(*) FILTER (WHERE performed_at IS NULL AND error IS NULL AND {due}),"
-            " count(*) FILTER (WHERE performed_at IS NULL AND error IS NULL AND NOT {due}),"
-            " count(*) FILTER (WHERE performed_at IS NOT NULL),"
-            " count(*) FILTER (WHERE performed_at IS NULL AND error IS NOT NULL),"
-            " (SELECT count(*) FROM {jobs} WHERE finished_at IS NOT NULL AND error IS NOT NULL"
-            " AND queue_name = %(queue)s),"
+            "SELECT u.pending, u.scheduled, u.processing, u.failed, d.dead, u.oldest, u.stuck,"
+            " d.exhausted, u.failed_recent FROM"
+            " (SELECT count(*) FILTER (WHERE performed_at IS NULL AND error IS NULL AND {due})"
+            " AS pending,"
+            " count(*) FILTER (WHERE performed_at IS NULL AND error IS NULL AND NOT {due})"
+            " AS scheduled,"
+            " count(*) FILTER (WHERE performed_at IS NOT NULL) AS processing,"
+            " count(*) FILTER (WHERE performed_at IS NULL AND error IS NOT NULL) AS failed,"
             " COALESCE(GREATEST(EXTRACT(EPOCH FROM {now} - min(COALESCE(scheduled_at,"
             " created_at)) FILTER (WHERE performed_at IS NULL AND error IS NULL AND {due})),"
-            " 0), 0)::float8,"
+            " 0), 0)::float8 AS oldest,"
             " count(*) FILTER (WHERE performed_at IS NOT NULL AND CASE"
             " WHEN locked_by_id IS NULL THEN"
             " performed_at < {now} - make_interval(secs => %(horizon)s)"
             " ELSE NOT EXISTS (SELECT FROM {processes} p WHERE p.id = locked_by_id"
-            " AND p.updated_at >= {now} - make_interval(secs => %(horizon)s)) END),"
-            " (SELECT count(*) FROM {jobs} WHERE finished_at IS NOT NULL AND error IS NOT NULL"
-            " AND queue_name = %(queue)s AND error_event = %(stopped)s),"
+            " AND p.updated_at >= {now} - make_interval(secs => %(horizon)s)) END) AS stuck,"
             " count(*) FILTER (WHERE performed_at IS NULL AND error IS NOT NULL"
-            " AND updated_at >= {now} - make_interval(secs => %(window)s))"
-            " FROM {jobs} WHERE finished_at IS NULL AND queue_name = %(queue)s"
+            " AND updated_at >= {now} - make_interval(secs => %(window)s)) AS failed_recent"
+            " FROM {jobs} WHERE finished_at IS NULL AND queue_name = %(queue)s) u,"
+            " (SELECT count(*) AS dead, count(*) FILTER (WHERE error_event = %(stopped)s)"
+            " AS exhausted FROM {jobs} WHERE finished_at IS NOT NULL AND error IS NOT NULL"
+            " AND queue_name = %(queue)s) d"
         ).format(due=due, now=now, jobs=self._t(), processes=self._t("good_job_processes"))
         recent = sql.SQL(
             "SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER (WHERE error IS NOT"

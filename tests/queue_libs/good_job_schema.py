@@ -252,8 +252,8 @@ def backdate(
 def bulk(
     conn: psycopg.Connection, finished: int, active: int, queues: int = 3, schema: str = "public"
 ) -> None:
-    """Many jobs at once, for the benchmark: `finished` over the last day (95 % succeeded,
-    5 % discarded) and `active` unfinished ones (half queued, a fifth performing by a live
+    """Many jobs at once, for the benchmark: `finished` over the last day (99 % succeeded,
+    1 % discarded) and `active` unfinished ones (half queued, a fifth performing by a live
     process, a fifth scheduled, a tenth errored awaiting a retry), spread over `queues` queues
     q0, q1...; then ANALYZE, as autovacuum would."""
     t = _t(schema)
@@ -262,8 +262,8 @@ def bulk(
             "INSERT INTO {} (queue_name, priority, scheduled_at, performed_at, finished_at,"
             " error, error_event, created_at, updated_at, job_class, executions_count)"
             " SELECT 'q' || (i %% %(queues)s), 0, f, f, f,"
-            " CASE WHEN i %% 20 = 0 THEN 'RuntimeError: boom' END,"
-            " CASE WHEN i %% 20 = 0 THEN 4 END, f, f, 'BenchJob', 1"
+            " CASE WHEN i %% 100 = 0 THEN 'RuntimeError: boom' END,"
+            " CASE WHEN i %% 100 = 0 THEN 4 END, f, f, 'BenchJob', 1"
             f" FROM generate_series(1, %(n)s) i, LATERAL (SELECT {UTC_NOW}"
             " - make_interval(secs => (i %% 86400)) AS f) x"
         ).format(t),

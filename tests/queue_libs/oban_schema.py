@@ -196,8 +196,8 @@ def backdate(
 def bulk(
     conn: psycopg.Connection, finished: int, active: int, queues: int = 3, prefix: str = "public"
 ) -> None:
-    """Many jobs at once, for the benchmark: `finished` over the last day (90 % completed,
-    5 % discarded, 5 % cancelled -- a Pruner keeping a day) and `active` unfinished ones (half
+    """Many jobs at once, for the benchmark: `finished` over the last day (98 % completed,
+    1 % discarded, 1 % cancelled -- a Pruner keeping a day) and `active` unfinished ones (half
     available, a fifth executing, a fifth scheduled, a tenth retryable), spread over `queues`
     queues q0, q1...; then ANALYZE, as autovacuum would."""
     t, e = _t(prefix), sql.Identifier(prefix, "oban_job_state")
@@ -210,7 +210,7 @@ def bulk(
             " CASE WHEN s = 'completed' THEN f END, CASE WHEN s = 'discarded' THEN f END,"
             " CASE WHEN s = 'cancelled' THEN f END FROM generate_series(1, %(n)s) i,"
             f" LATERAL (SELECT {UTC_NOW} - make_interval(secs => (i %% 86400)) AS f,"
-            " CASE WHEN i %% 20 = 0 THEN 'discarded' WHEN i %% 20 = 1 THEN 'cancelled'"
+            " CASE WHEN i %% 100 = 0 THEN 'discarded' WHEN i %% 100 = 1 THEN 'cancelled'"
             " ELSE 'completed' END AS s) x"
         ).format(t=t, e=e),
         {"n": finished, "queues": queues},

@@ -265,8 +265,8 @@ def backdate(
 def bulk(
     conn: psycopg.Connection, finished: int, active: int, queues: int = 3, schema: str = "public"
 ) -> None:
-    """Many jobs at once, for the benchmark: `finished` finalized over the last day (90 %
-    completed, 5 % discarded, 5 % cancelled) and `active` unfinished ones (half available,
+    """Many jobs at once, for the benchmark: `finished` finalized over the last day (98 %
+    completed, 1 % discarded, 1 % cancelled) and `active` unfinished ones (half available,
     a fifth running, a fifth scheduled, a tenth retryable), spread over `queues` queues
     named q0, q1...; then ANALYZE, as autovacuum would."""
     t, e = _t(schema), sql.Identifier(schema, "river_job_state")
@@ -274,7 +274,7 @@ def bulk(
         sql.SQL(
             "INSERT INTO {t} (state, attempt, max_attempts, attempted_at, created_at,"
             " finalized_at, scheduled_at, args, kind, queue)"
-            " SELECT (CASE WHEN i %% 20 = 0 THEN 'discarded' WHEN i %% 20 = 1 THEN 'cancelled'"
+            " SELECT (CASE WHEN i %% 100 = 0 THEN 'discarded' WHEN i %% 100 = 1 THEN 'cancelled'"
             " ELSE 'completed' END)::{e}, 1, 25, f - interval '1 second',"
             " f - interval '2 seconds', f, f - interval '2 seconds', '{{}}', 'bench',"
             " 'q' || (i %% %(queues)s) FROM generate_series(1, %(n)s) i,"

@@ -295,8 +295,13 @@ async def measure_preset(dsn: str, key: str, item: dict, runs: int) -> tuple[lis
             if indexes != "library's own":
                 if not fixes:
                     break
-                for fix in fixes:
-                    await conn.execute(fix.split(";")[0].replace(" CONCURRENTLY", ""))
+                for fix in fixes:  # every statement of each fix, without its comments
+                    for part in fix.split(";"):
+                        stmt = "\n".join(
+                            ln for ln in part.splitlines() if not ln.strip().startswith("--")
+                        ).strip()
+                        if stmt:
+                            await conn.execute(stmt.replace(" CONCURRENTLY", ""))
                 await conn.execute("ANALYZE")
             qs = kind.queries(install, member.ref)
             for query in qs.bounded():

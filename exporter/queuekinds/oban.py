@@ -169,9 +169,11 @@ class ObanKind(LibraryKind):
                 f" ON {t} (state, queue, priority, scheduled_at, id);  -- Oban's own index"
             )
         if query.name == "recent":
-            return (
-                f"CREATE INDEX CONCURRENTLY ON {t} (state, discarded_at);  -- Oban 2.20+"
-                f" (migration 13)\nCREATE INDEX CONCURRENTLY ON {t} (state, completed_at);"
-                "  -- not Oban's: only needed when the Pruner keeps completed jobs for long"
+            fix = (
+                f"CREATE INDEX CONCURRENTLY ON {t} (state, completed_at);"
+                "  -- not Oban's: needed when the Pruner keeps completed jobs for long"
             )
+            if install.facts["version"] < 13:
+                fix += f"\nCREATE INDEX CONCURRENTLY ON {t} (state, discarded_at);  -- Oban 2.20+"
+            return fix
         return None

@@ -1,8 +1,8 @@
 """River (Go, riverqueue.com): the `river:` preset.
 
 River keeps every job in `river_job` (schema `public` by default) with a `river_job_state`
-enum; finished jobs stay until River's cleaner deletes them (completed after 24 h, cancelled
-and discarded after 7 days by default). Schema followed: River 0.43.0, migration line `main`
+enum; finished jobs stay until River's cleaner deletes them (completed and cancelled after
+24 h, discarded after 7 days by default). Schema followed: River 0.43.0, migration line `main`
 version 7; covered: versions 4 (River 0.5.0, which added the `pending` state and `river_queue`)
 to 7. The version is read from `river_migration` (line `main`), or inferred from the catalog
 when an app runs River's SQL through its own migration tool.

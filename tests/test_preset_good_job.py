@@ -6,10 +6,11 @@ refresh), in Rails' UTC timestamps without a time zone. Timestamps are then move
 rather than waited for. Every value is read from a real scrape of the real exporter; promtool
 evaluates the shipped queue alerts on it.
 
-The seeded `default` queue: 60 queued for 20 minutes, 4 scheduled in an hour, 4 performing --
+The seeded `default` queue: 60 queued for 20 minutes, 4 scheduled in an hour, 5 performing --
 3 by a process that stopped refreshing an hour ago (past GoodJob's 5-minute expiry +
-stuck_after: stuck), 1 by a live one --, 1 errored and waiting for its retry, 2 discarded
-after their last retry (retry_stopped), 5 succeeded. `reports`: 2 queued, nothing finishing;
+stuck_after: stuck), 1 without locked_by_id since 2 hours (stuck), 1 by a live one --, 1
+errored and waiting for its retry, 2 discarded after their last retry (retry_stopped), 5
+succeeded. `reports`: 2 queued, nothing finishing;
 `idle`: one job succeeded two days ago. Both found by "*".
 """
 
@@ -55,6 +56,16 @@ def seed(dsn: str, schema: str = "public") -> None:
         gj.heartbeat(c, dead_process, ago=3600, **kw)
         running = gj.enqueue(c, "default", 1, **kw)
         assert gj.perform(c, "default", 1, live_process, **kw) == running
+        # performing without locked_by_id (a session advisory lock only), for 2 hours
+        unlocked = gj.enqueue(c, "default", 1, **kw)
+        assert gj.perform(c, "default", 1, live_process, **kw) == unlocked
+        c.execute(
+            psycopg.sql.SQL("UPDATE {} SET locked_by_id = NULL WHERE id = %s::uuid").format(
+                psycopg.sql.Identifier(schema, "good_jobs")
+            ),
+            (unlocked[0],),
+        )
+        gj.backdate(c, unlocked, 7200, **kw)
         backlog = gj.enqueue(c, "default", 60, **kw)
         gj.backdate(c, backlog, 1200, **kw)
         gj.enqueue(c, "default", 4, delay=3600, **kw)
@@ -119,14 +130,15 @@ def test_good_job_states_in_a_real_scrape(gj_scrape: Scrape) -> None:
     assert jobs["default"] == {
         "pending": 60,
         "scheduled": 4,
-        "processing": 4,
+        "processing": 5,
         "failed": 1,
         "dead": 2,
     }
     assert jobs["reports"] == {**dict.fromkeys(ROLES, 0), "pending": 2}
     assert jobs["idle"] == dict.fromkeys(ROLES, 0)
     assert 1200 <= val(s, "runbook_queue_oldest_pending_age_seconds", "default") < 1300
-    assert val(s, "runbook_queue_stuck_jobs", "default") == 3  # the live process's job is not
+    # 3 of an expired process, 1 performing 2 h without locked_by_id; the live one's is not
+    assert val(s, "runbook_queue_stuck_jobs", "default") == 4
     assert val(s, "runbook_queue_retries_exhausted_jobs", "default") == 2
     # finished within the window: 5 succeeded, 2 discarded; plus the error awaiting its retry
     assert val(s, "runbook_queue_recent_jobs", "default", outcome="completed") == 5

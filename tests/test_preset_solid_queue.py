@@ -6,11 +6,12 @@ finishing and failing, its heartbeat), in Rails' UTC timestamps without a time z
 Timestamps are then moved back with SQL rather than waited for. Every value is read from a real
 scrape of the real exporter; promtool evaluates the shipped queue alerts on it.
 
-The seeded `default` queue: 60 ready for 20 minutes, 4 scheduled in an hour, 4 claimed -- 3 by
+The seeded `default` queue: 60 ready for 20 minutes, 4 scheduled in an hour, 5 claimed -- 3 by
 a worker whose heartbeat stopped an hour ago (past process_alive_threshold 5 min +
-stuck_after: stuck), 1 by a live one --, 2 failed executions (dead, retries exhausted), 5
-finished. `reports`: 2 blocked by a concurrency limit (pending), nothing finishing; `idle`: one
-job finished two days ago. Both found by "*".
+stuck_after: stuck), 1 by a worker gone from the processes table (stuck), 1 by a live one
+--, 2 failed executions (dead, retries exhausted), 5 finished. `reports`: 2 blocked by a
+concurrency limit (pending), nothing finishing; `idle`: one job finished two days ago. Both
+found by "*".
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def seed(dsn: str, schema: str = "public") -> None:
         sq.heartbeat(c, dead_worker, ago=3600, **kw)
         running = sq.enqueue(c, "default", 1, **kw)
         assert sq.claim(c, "default", 1, live_worker, **kw) == running
+        # a worker gone from solid_queue_processes (deregistered) still holding a job
+        gone_worker = sq.register_process(c, "worker-gone", **kw)
+        orphan = sq.enqueue(c, "default", 1, **kw)
+        assert sq.claim(c, "default", 1, gone_worker, **kw) == orphan
+        c.execute(
+            psycopg.sql.SQL("DELETE FROM {} WHERE id = %s").format(
+                psycopg.sql.Identifier(schema, "solid_queue_processes")
+            ),
+            (gone_worker,),
+        )
         backlog = sq.enqueue(c, "default", 60, **kw)
         sq.backdate(c, backlog, 1200, **kw)
         sq.enqueue(c, "default", 4, delay=3600, **kw)
@@ -118,14 +129,15 @@ def test_solid_queue_states_in_a_real_scrape(sq_scrape: Scrape) -> None:
     assert jobs["default"] == {
         "pending": 60,
         "scheduled": 4,
-        "processing": 4,
+        "processing": 5,
         "failed": 0,
         "dead": 2,
     }
     assert jobs["reports"] == {**dict.fromkeys(ROLES, 0), "pending": 2}  # blocked
     assert jobs["idle"] == dict.fromkeys(ROLES, 0)
     assert 1200 <= val(s, "runbook_queue_oldest_pending_age_seconds", "default") < 1300
-    assert val(s, "runbook_queue_stuck_jobs", "default") == 3  # the live worker's job is not
+    # 3 of a silent worker, 1 of a worker gone; the live worker's job is not stuck
+    assert val(s, "runbook_queue_stuck_jobs", "default") == 4
     assert val(s, "runbook_queue_retries_exhausted_jobs", "default") == 2
     assert val(s, "runbook_queue_recent_jobs", "default", outcome="completed") == 5
     assert val(s, "runbook_queue_recent_jobs", "default", outcome="failed") == 2

@@ -190,7 +190,7 @@ def test_doctor_reports_the_good_job_schema_and_a_missing_index(pg_server, capsy
     with new_database(pg_server) as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             gj.install(c, "jobs")
-            gj.bulk(c, 20000, 300, schema="jobs")
+            gj.bulk(c, 40000, 300, schema="jobs")
         out = doctor_out(dsn, item, capsys)
         assert "GoodJob found in schema jobs: GoodJob 4.18+ schema" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out

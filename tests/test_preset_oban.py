@@ -190,7 +190,7 @@ def test_doctor_reports_the_oban_version_and_the_index_recent_needs(pg_server, c
     with new_database(pg_server) as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             oban.install(c, "oban")
-            oban.bulk(c, 20000, 300, prefix="oban")
+            oban.bulk(c, 40000, 300, prefix="oban")
         out = doctor_out(dsn, item, capsys)
         assert "Oban found in schema oban: Oban migration 14 (Oban 2.21 to 2.23;" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out

@@ -178,7 +178,7 @@ def test_doctor_reports_the_river_version_and_a_missing_index(pg_server, capsys)
     with new_database(pg_server) as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             river.install(c, "jobs")
-            river.bulk(c, 20000, 300, schema="jobs")
+            river.bulk(c, 40000, 300, schema="jobs")
         out = doctor_out(dsn, item, capsys)
         assert "River found in schema jobs: River migration 7 (River 0.40+; river_migration)" in out
         assert "3 River queue(s) are collected" in out

@@ -188,7 +188,7 @@ def test_doctor_reports_the_solid_queue_schema_and_a_missing_index(pg_server, ca
     with new_database(pg_server) as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             sq.install(c, "queue")
-            sq.bulk(c, 20000, 300, schema="queue")
+            sq.bulk(c, 40000, 300, schema="queue")
         out = doctor_out(dsn, item, capsys)
         assert "Solid Queue found in schema queue: Solid Queue 0.6 to 1.5 schema" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out

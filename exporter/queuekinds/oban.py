@@ -45,7 +45,8 @@ RELEASES = {
 }
 COMMENT_SQL = """
 SELECT obj_description(c.oid, 'pg_class') FROM pg_class c
-WHERE c.relname = 'oban_jobs' AND c.relnamespace = %s::regnamespace
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = 'oban_jobs' AND n.nspname = %s
 """
 INDEX_SQL = """
 SELECT EXISTS (SELECT FROM pg_indexes WHERE schemaname = %s AND tablename = 'oban_jobs'

@@ -197,6 +197,58 @@ def seed_procrastinate(dsn: str, finished: int, active: int) -> tuple[dict, str]
     )
 
 
+def _bulk(module: str, dsn: str, finished: int, active: int) -> None:
+    """A schema made from the library's documented migrations (tests/queue_libs/<module>.py:
+    the library is not installable here), filled in bulk with SQL of the shapes it writes,
+    all in one queue `q0`."""
+    import importlib
+
+    lib = importlib.import_module(f"tests.queue_libs.{module}")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        lib.install(c)
+        lib.bulk(c, finished, active, queues=1)
+
+
+SPLIT = "active: half pending, a fifth running, a fifth scheduled, a tenth failed to be retried"
+
+
+@preset("river")
+def seed_river(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    _bulk("river_schema", dsn, finished, active)
+    return {"river": "q0"}, (
+        f"River migration 7 (River 0.43 schema): {finished:,} finalized over a day (98 %"
+        f" completed, 1 % discarded, 1 % cancelled), {active:,} unfinished ({SPLIT})"
+    )
+
+
+@preset("oban")
+def seed_oban(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    _bulk("oban_schema", dsn, finished, active)
+    return {"oban": "q0"}, (
+        f"Oban migration 14 (Oban 2.23 schema): {finished:,} finished over a day -- a Pruner"
+        f" keeping a day -- (98 % completed, 1 % discarded, 1 % cancelled), {active:,}"
+        f" unfinished ({SPLIT})"
+    )
+
+
+@preset("solid_queue")
+def seed_solid_queue(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    _bulk("solid_queue_schema", dsn, finished, active)
+    return {"solid_queue": "q0"}, (
+        f"Solid Queue 1.5 schema: {finished:,} jobs finished over a day, {active:,} unfinished"
+        " (half ready, a fifth claimed by a live worker, a fifth scheduled, a tenth failed)"
+    )
+
+
+@preset("good_job")
+def seed_good_job(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    _bulk("good_job_schema", dsn, finished, active)
+    return {"good_job": "q0"}, (
+        f"GoodJob 4.19 schema: {finished:,} finished over a day (99 % succeeded, 1 %"
+        f" discarded), {active:,} unfinished ({SPLIT})"
+    )
+
+
 # --- measuring ------------------------------------------------------------------------------
 
 
@@ -268,8 +320,13 @@ async def measure_preset(dsn: str, key: str, item: dict, runs: int) -> tuple[lis
             if indexes != "library's own":
                 if not fixes:
                     break
-                for fix in fixes:
-                    await conn.execute(fix.split(";")[0].replace(" CONCURRENTLY", ""))
+                for fix in fixes:  # every statement of each fix, without its comments
+                    for part in fix.split(";"):
+                        stmt = "\n".join(
+                            ln for ln in part.splitlines() if not ln.strip().startswith("--")
+                        ).strip()
+                        if stmt:
+                            await conn.execute(stmt.replace(" CONCURRENTLY", ""))
                 await conn.execute("ANALYZE")
             qs = kind.queries(install, member.ref)
             for query in qs.bounded():
@@ -277,7 +334,7 @@ async def measure_preset(dsn: str, key: str, item: dict, runs: int) -> tuple[lis
                 rows.append(Row(key, indexes, query.name, plan, ms, buffers))
                 if indexes == "library's own":
                     async with conn.transaction():
-                        if await unbounded_scans(conn, query, kind.schema):
+                        if await unbounded_scans(conn, query, kind.schema, kind.active_tables):
                             fix = kind.index_fix(install, query)
                             if fix:
                                 fixes.append(fix)

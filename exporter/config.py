@@ -352,9 +352,79 @@ class ProcrastinateQueue(LibraryQueue):
     procrastinate: LibraryQueueName
 
 
+class RiverQueue(LibraryQueue):
+    kind: ClassVar[str] = "river"
+    library: ClassVar[str] = "River"
+    default_schema: ClassVar[str] = "public"
+    river: LibraryQueueName
+    # River's RescueStuckJobsAfter: a job running longer is rescued (retried or discarded)
+    rescue_after: Duration = 3600.0
+
+    def describe(self) -> str:
+        horizon = f"rescue_after {self.rescue_after:g}s + stuck_after"
+        return f"{super().describe()}; stuck: running past {horizon}"
+
+
+class ObanQueue(LibraryQueue):
+    kind: ClassVar[str] = "oban"
+    library: ClassVar[str] = "Oban"
+    default_schema: ClassVar[str] = "public"
+    oban: LibraryQueueName
+    # Oban's Lifeline plugin rescue_after: an executing job older than this is an orphan
+    rescue_after: Duration = 3600.0
+
+    def describe(self) -> str:
+        horizon = f"rescue_after {self.rescue_after:g}s + stuck_after"
+        return f"{super().describe()}; stuck: executing past {horizon}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prefix(cls, data: Any) -> Any:
+        """`prefix:` is Oban's name for the schema: accepted as `schema:`."""
+        if isinstance(data, dict) and "prefix" in data:
+            if "schema" in data:
+                raise ValueError("give schema or prefix (Oban's name for it), not both")
+            data = {**data, "schema": data["prefix"]}
+            del data["prefix"]
+        return data
+
+
+class SolidQueueQueue(LibraryQueue):
+    kind: ClassVar[str] = "solid_queue"
+    library: ClassVar[str] = "Solid Queue"
+    default_schema: ClassVar[str] = "public"
+    solid_queue: LibraryQueueName
+    # SolidQueue.process_alive_threshold: a worker silent for longer is pruned as dead
+    process_alive_threshold: Duration = 300.0
+
+    def describe(self) -> str:
+        return (
+            f"{super().describe()}; stuck: claimed by a worker silent for "
+            f"process_alive_threshold {self.process_alive_threshold:g}s + stuck_after"
+        )
+
+
+class GoodJobQueue(LibraryQueue):
+    kind: ClassVar[str] = "good_job"
+    library: ClassVar[str] = "GoodJob"
+    default_schema: ClassVar[str] = "public"
+    good_job: LibraryQueueName
+
+    def describe(self) -> str:
+        return f"{super().describe()}; stuck: performed by a process silent for 300s + stuck_after"
+
+
 # the library presets, by config key; presets-b and presets-c add theirs here
 LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
-    m.kind: m for m in (PgBossQueue, ProcrastinateQueue)
+    m.kind: m
+    for m in (
+        PgBossQueue,
+        RiverQueue,
+        ObanQueue,
+        ProcrastinateQueue,
+        SolidQueueQueue,
+        GoodJobQueue,
+    )
 }
 
 # the kinds of `queues:` item, by the key that selects one; each has its module in

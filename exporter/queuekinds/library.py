@@ -134,6 +134,9 @@ class LibraryKind(QueueKind):
     # default these) is the library's, never reported as a hand-rolled jobs table
     detect_tables: ClassVar[tuple[str, ...]]
     owned: ClassVar[tuple[str, ...]] = ()
+    # tables that hold only unfinished jobs or the library's live workers (Solid Queue's
+    # execution tables, worker heartbeats): read whole, they still cost O(active jobs)
+    active_tables: ClassVar[tuple[str, ...]] = ()
     item: LibraryQueue
 
     def __init__(self, target: Any, item: LibraryQueue) -> None:
@@ -344,7 +347,7 @@ class LibraryKind(QueueKind):
                 await estimate_rows(conn, qs.completed) < SMALL_TABLE_ROWS
             )
             for query in qs.bounded():
-                scans = await unbounded_scans(conn, query, self.schema)
+                scans = await unbounded_scans(conn, query, self.schema, self.active_tables)
                 if scans and few:
                     scans = None
                 group = unbounded if scans else bounded if scans is not None else small
@@ -389,20 +392,24 @@ ROWS_SQL = """
 SELECT GREATEST(reltuples, 0) FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace
 """
 INDEX_SQL = """
-SELECT i.indpred IS NOT NULL FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+SELECT i.indpred IS NOT NULL, a.attname::text FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE c.relname = %s AND c.relnamespace = %s::regnamespace
 """
 
 
 async def unbounded_scans(
-    conn: psycopg.AsyncConnection, query: Query, schema: str
+    conn: psycopg.AsyncConnection, query: Query, schema: str, active: tuple[str, ...] = ()
 ) -> set[str] | None:
     """What the query's plan reads without an index bounding it, with sequential scans
     disabled (the planner then uses any index it can). A scan is bounded when its index is
     partial (the planner proved the predicate from the query: the library's partial index
-    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time);
-    a whole-table walk through the primary key is not. None when only tables of fewer than
-    SMALL_TABLE_ROWS rows are read without a bound: the planner's pick there says nothing."""
+    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time;
+    several as "a|b") and constrains the index's leading column; a whole-table walk through
+    the primary key is not, a lookup per row of an outer scan is, and so is any read of the
+    `active` tables. None when only tables of fewer than SMALL_TABLE_ROWS rows are read
+    without a bound: the planner's pick there says nothing."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the doctor's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
@@ -422,17 +429,23 @@ async def unbounded_scans(
         walk(plan, False)
     unbounded: set[str] = set()
     for node, per_row in nodes:
+        if node.get("Relation Name") in active:
+            continue
         if node.get("Node Type") == "Seq Scan":
             unbounded.add(node.get("Relation Name", "?"))
             continue
         index = node.get("Index Name")
         if index is None or (per_row and node.get("Index Cond")):
             continue
-        col = query.index_column
-        if col is not None and re.search(rf"\b{re.escape(col)}\b", node.get("Index Cond", "")):
-            continue
+        cond = node.get("Index Cond", "")
         row = await one_row(conn, INDEX_SQL, (index, schema))
-        if not (row and row[0]):
+        partial, first = (bool(row[0]), row[1]) if row else (False, None)
+        # a range over index_column (columns: "a|b") bounds the scan only when the index's
+        # leading column is constrained too: a condition on a later column alone walks the
+        # whole index
+        cols = query.index_column.split("|") if query.index_column else []
+        ranged = any(_mentions(cond, c) for c in cols) and first is not None
+        if not (partial or (ranged and _mentions(cond, first))):
             unbounded.add(node.get("Relation Name") or await _table_of(conn, index, schema))
     # on a small table the planner rightly takes whichever index (the primary key as soon as
     # any other): its pick says nothing about the index a big one would use. Only the others
@@ -443,6 +456,10 @@ async def unbounded_scans(
         if not (rows and rows[0] is not None and rows[0] < SMALL_TABLE_ROWS):
             out.add(rel)
     return None if unbounded and not out else out
+
+
+def _mentions(cond: str, column: str) -> bool:
+    return re.search(rf"\b{re.escape(column)}\b", cond) is not None
 
 
 async def _table_of(conn: psycopg.AsyncConnection, index: str, schema: str) -> str:

@@ -1,7 +1,11 @@
 // Seeds a graphile-worker database through graphile-worker's own API, for
 // tests/test_preset_graphile_worker.py and bench/queue_presets.py:
 //
-//   node graphile_worker.mjs <connection string> [schema]
+//   node graphile_worker.mjs seed [schema]      the jobs below (after the migrations)
+//   node graphile_worker.mjs install [schema]   the schema only (runMigrations)
+//
+// The database comes from libpq's environment variables (PGHOST, PGPORT, PGUSER,
+// PGDATABASE), which graphile-worker reads when it is given no connection string.
 //
 // runMigrations creates the schema, addJob enqueues, runOnce works the jobs
 // that are due (completing or failing them as the task functions do), and
@@ -17,19 +21,19 @@
 // Prints one JSON line: what was done, for the test to compare with.
 import { Logger, makeWorkerUtils, run, runMigrations, runOnce } from "graphile-worker";
 
-const connectionString = process.argv[2];
-const schema = process.argv[3] || "graphile_worker";
-if (!connectionString) {
-  console.error("usage: node graphile_worker.mjs <connection string> [schema]");
+const [command, schema = "graphile_worker"] = process.argv.slice(2);
+if (command !== "seed" && command !== "install") {
+  console.error("usage: node graphile_worker.mjs seed|install [schema]");
   process.exit(2);
 }
 // graphile-worker logs every job it runs, and the failures here are on purpose: keep stdout
 // for the summary line
 const logger = new Logger(() => () => {});
-const options = { connectionString, schema, logger };
+const options = { schema, logger };
 const quiet = { noHandleSignals: true, concurrency: 1 };
 
 await runMigrations(options);
+if (command === "install") process.exit(0);
 const utils = await makeWorkerUtils(options);
 const minutesAgo = (m) => new Date(Date.now() - m * 60_000);
 try {

@@ -248,10 +248,118 @@ class PgmqQueue(Model):
         return f"pgmq queue {self.pgmq}"
 
 
-# the kinds of `queues:` item, by the key that selects one (issue 15 adds library presets);
-# each has its module in exporter/queuekinds/ under the same key
-QUEUE_KINDS: dict[str, type[Queue] | type[PgmqQueue]] = {"table": Queue, "pgmq": PgmqQueue}
-AnyQueue = Queue | PgmqQueue
+# --- library presets (exporter/queuekinds/library.py) ---------------------------------
+
+LIBRARY_QUEUE_NAME_MAX = 255
+
+
+def _library_queue_name(v: Any) -> str:
+    if not isinstance(v, str) or not v or len(v) > LIBRARY_QUEUE_NAME_MAX or "\x00" in v:
+        raise ValueError(
+            f"give one of the library's queue names (at most {LIBRARY_QUEUE_NAME_MAX} "
+            'characters), or "*" for every queue it has'
+        )
+    return v
+
+
+LibraryQueueName = Annotated[str, PlainValidator(_library_queue_name)]
+
+
+class LibraryQueue(Model):
+    """A queue of a job library (pg-boss, Oban...) read through the library's own schema, or
+    every queue it has (`"*"`). Each library is a subclass whose key field is named after it
+    (`pg_boss: default`); exporter/queuekinds/<library>.py reads it (docs/queues.md)."""
+
+    kind: ClassVar[str]  # the config key, also the key field's name
+    library: ClassVar[str]  # how the library calls itself, for messages: "pg-boss"
+    default_schema: ClassVar[str]  # where the library installs its tables by default
+
+    name: LabelValue | None = None  # the `queue` label; defaults to the library's queue name
+    schema_: str | None = Field(None, alias="schema")  # the library's schema; None: its default
+    # added to the library's own notion of a stuck job (its expiry, heartbeat or attempt time)
+    stuck_after: Duration = 300.0
+    recent_window: Duration = 300.0
+    max_queues: int = Field(50, ge=1, le=10000)  # "*" only: at most this many queues
+    thresholds: QueueThresholds = QueueThresholds()
+    _path: str = PrivateAttr("")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str | None) -> str | None:
+        if v is not None and (not IDENT_RE.match(v) or "." in v):
+            raise ValueError(f"invalid schema name {v!r}: one identifier, without a dot")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> LibraryQueue:
+        if self.wildcard:
+            if self.name is not None:
+                raise FieldError(
+                    ("name",),
+                    "name is for one queue: configure that queue by name, not under "
+                    f'{self.kind}: "*"',
+                )
+        elif "max_queues" in self.model_fields_set:
+            raise FieldError(("max_queues",), f'max_queues only applies to {self.kind}: "*"')
+        return self
+
+    @property
+    def queue(self) -> str:
+        """The library's queue name, or "*"."""
+        return getattr(self, self.kind)
+
+    @property
+    def schema_name(self) -> str:
+        return self.schema_ or self.default_schema
+
+    @property
+    def wildcard(self) -> bool:
+        return self.queue == ALL_QUEUES
+
+    @property
+    def label(self) -> str | None:
+        """The `queue` label; None for "*", whose queues are labelled by their names."""
+        return None if self.wildcard else (self.name or self.queue)
+
+    @property
+    def max_retries(self) -> None:
+        """No `runbook_queue_max_retries` series: the library keeps a retry limit per job."""
+        return None
+
+    def describe(self) -> str:
+        if self.wildcard:
+            return (
+                f"every {self.library} queue in schema {self.schema_name} "
+                f"(at most {self.max_queues})"
+            )
+        return f"{self.library} queue {self.queue} (schema {self.schema_name})"
+
+
+class PgBossQueue(LibraryQueue):
+    kind: ClassVar[str] = "pg_boss"
+    library: ClassVar[str] = "pg-boss"
+    default_schema: ClassVar[str] = "pgboss"
+    pg_boss: LibraryQueueName
+
+
+class ProcrastinateQueue(LibraryQueue):
+    kind: ClassVar[str] = "procrastinate"
+    library: ClassVar[str] = "Procrastinate"
+    default_schema: ClassVar[str] = "public"
+    procrastinate: LibraryQueueName
+
+
+# the library presets, by config key; presets-b and presets-c add theirs here
+LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {m.kind: m for m in (PgBossQueue,)}
+
+# the kinds of `queues:` item, by the key that selects one; each has its module in
+# exporter/queuekinds/ under the same key
+QUEUE_KINDS: dict[str, type[Queue] | type[PgmqQueue] | type[LibraryQueue]] = {
+    "table": Queue,
+    "pgmq": PgmqQueue,
+    **LIBRARY_QUEUES,
+}
+AnyQueue = Queue | PgmqQueue | LibraryQueue
 
 
 def _queue_item(v: Any) -> Any:
@@ -362,6 +470,14 @@ class Target(Model):
         wildcards = [q for q in self.queues if isinstance(q, PgmqQueue) and q.wildcard]
         if len(wildcards) > 1:
             raise ValueError('give pgmq: "*" at most once per target')
+        presets = [
+            (q.kind, q.schema_name)
+            for q in self.queues
+            if isinstance(q, LibraryQueue) and q.wildcard
+        ]
+        for kind, schema in sorted(set(presets)):
+            if presets.count((kind, schema)) > 1:
+                raise ValueError(f'give {kind}: "*" at most once per target and schema ({schema})')
         self._timeouts()
         return self
 

@@ -84,8 +84,11 @@ class ThresholdSeries:
     def add(self, model: object, fields: Fields, *labels: str) -> None:
         """One sample per field of `model` (a config model), labelled `labels` + severity."""
         for field, (spec, severity) in fields.items():
+            value = getattr(model, field)
+            if value is None:  # a setting this model has not (a library preset's max_retries)
+                continue
             values = [*labels, severity] if severity else list(labels)
-            self._families[spec].add_metric(values, getattr(model, field))
+            self._families[spec].add_metric(values, value)
 
     def families(self) -> list[Metric]:
         return [f for f in self._families.values() if f.samples]

@@ -23,3 +23,14 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# the job libraries on npm the queue preset tests drive through their own APIs (pg-boss,
+# graphile-worker: tests/queue_libs/package.json, versions pinned by its package-lock.json);
+# node 20 with npm, from Debian's nodejs where the machine has none
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    nodejs npm >/dev/null
+fi
+npm ci --prefix tests/queue_libs --no-audit --no-fund --loglevel=error

@@ -68,6 +68,7 @@ def wait_for(
 # where scripts/setup.sh installs each tool from: a Debian package, or the pyproject test extra
 _SOURCES = {
     "promtool": "Debian package prometheus",
+    "node": "node 20 and npm (scripts/setup.sh; Debian package nodejs where missing)",
     "amtool": "Debian package prometheus-alertmanager",
     "prometheus": "Debian package prometheus",
     "alertmanager": "Debian package prometheus-alertmanager",
@@ -170,3 +171,39 @@ def encrypted_key_pem(key_pem: bytes, passphrase: bytes = b"passphrase") -> byte
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
+
+
+QUEUE_LIBS = Path(__file__).resolve().parent / "queue_libs"
+
+
+def run_queue_lib(dsn: str, script: str, *args: str, timeout: float = 120) -> str:
+    """Run one of tests/queue_libs' node scripts (a job library driven through its own API,
+    installed by scripts/setup.sh's `npm ci`) against the database of `dsn`, which it reads
+    from libpq's environment variables; its stdout. Fails (never skips) when node or the
+    packages are missing."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not (QUEUE_LIBS / "node_modules").is_dir():
+        raise AssertionError(
+            f"{QUEUE_LIBS}/node_modules is missing: scripts/setup.sh runs npm ci there"
+        )
+    params = conninfo_to_dict(dsn)
+    env = {
+        "PATH": str(Path(tool("node")).parent) + ":/usr/bin:/bin",
+        "PGHOST": str(params.get("host", "127.0.0.1")),
+        "PGPORT": str(params.get("port", "5432")),
+        "PGUSER": str(params.get("user", "postgres")),
+        "PGDATABASE": str(params["dbname"]),
+    }
+    if params.get("password"):
+        env["PGPASSWORD"] = str(params["password"])
+    r = subprocess.run(
+        [tool("node"), script, *args],
+        cwd=QUEUE_LIBS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert r.returncode == 0, f"node {script} {' '.join(args)}: {r.stdout}{r.stderr}"
+    return r.stdout

@@ -18,7 +18,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import queuekinds
-from exporter.config import QUEUE_KINDS, ConfigError, parse_config
+from exporter.config import LIBRARY_QUEUES, QUEUE_KINDS, ConfigError, parse_config
 from exporter.doctor import run_doctor
 from exporter.queuekinds.pgmq import MAX_DELETE_SAMPLES, WindowGrowth
 from tests import pgmq_schema as pgmq
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_queue_kind_of_the_config_has_its_module_and_back() -> None:
-    assert set(QUEUE_KINDS) == set(queuekinds.load()) == {"table", "pgmq"}
+    assert set(QUEUE_KINDS) == set(queuekinds.load()) == {"table", "pgmq", *LIBRARY_QUEUES}
     for key, model in QUEUE_KINDS.items():
         assert model.kind == key
 

@@ -3,10 +3,12 @@ retries-exhausted jobs, dead letters, recently finished jobs -- the same series 
 of queue.
 
 The kinds live in exporter/queuekinds/: `table:` items are hand-rolled jobs tables
-(queuekinds/table.py), `pgmq:` items pgmq queues (queuekinds/pgmq.py). Each kind checks its
-queue in the catalog and measures it into a `Reading`; this collector keeps the metric specs and
-turns every reading into the same families, so the alert rules and the queue dashboard work for
-every kind unchanged. docs/queues.md has the queries, the pgmq mapping and the measured plans.
+(queuekinds/table.py), `pgmq:` items pgmq queues (queuekinds/pgmq.py), `pg_boss:`, `oban:`...
+the job libraries' own schemas (queuekinds/library.py and a module per library). Each kind
+checks its queue in the catalog and measures it into a `Reading`; this collector keeps the
+metric specs and turns every reading into the same families, so the alert rules and the queue
+dashboard work for every kind unchanged. docs/queues.md has the queries, the mappings and the
+measured plans.
 
 Each queue is checked in the catalog once per connection. A queue whose table or column is
 missing, or whose query fails, loses its own series only: the target's other queues are still
@@ -15,9 +17,11 @@ served, `runbook_queue_up{queue}` is 0 for it, and the collector's run counts as
 config path, e.g. `targets[0].queues[1].table: table "public.jobz" does not exist`. Failing
 queues are checked again on every run, so they recover as soon as the table appears.
 
-The queues a `pgmq: "*"` item finds at runtime have no threshold series from the configuration
-(collectors/thresholds.py serves those of named queues): this collector serves theirs, from the
-wildcard item's settings, with the same specs.
+The queues a `pgmq: "*"` or library `"*"` item (`pg_boss: "*"`...) finds at runtime have no
+threshold series from the configuration (collectors/thresholds.py serves those of named queues):
+this collector serves theirs, from the wildcard item's settings, with the same specs. Two
+wildcards that find a queue of the same name (Oban's and River's `default`) would serve two
+series of one label set: the later one is skipped and named in the run's error.
 """
 
 from __future__ import annotations
@@ -226,6 +230,7 @@ class Queues(Collector):
         up = QUEUE_UP.family()
         found_thresholds = ThresholdSeries(QUEUE_THRESHOLDS, QUEUE_SETTINGS)
         problems: list[str] = []
+        labels: set[str] = set()
 
         def failed(label: str | None, problem: str) -> None:
             problems.append(problem)
@@ -245,6 +250,16 @@ class Queues(Collector):
                 failed(kind.item.label, f"{kind.path}: {type(e).__name__}: {e}".strip())
                 continue
             for m in members:
+                if m.label in labels:
+                    # two "*" items found a queue of the same name (Oban's and River's
+                    # "default"): one series per label, so the later one gives way
+                    if m.dynamic:
+                        problems.append(
+                            f'{kind.path}: queue "{m.label}" is also found by an item before it:'
+                            " configure one of them by name with a distinct name:"
+                        )
+                    continue
+                labels.add(m.label)
                 if m.dynamic:
                     found_thresholds.add(
                         m.settings.thresholds, QUEUE_THRESHOLDS, target.name, m.label

@@ -1,13 +1,16 @@
 """Kinds of job queue the queues collector reads (exporter/collectors/queues.py).
 
 A `queues:` item of the configuration is one kind, picked by its key (config.QUEUE_KINDS):
-`table:` (a hand-rolled jobs table, table.py) or `pgmq:` (pgmq's queue tables, pgmq.py). Each
+`table:` (a hand-rolled jobs table, table.py), `pgmq:` (pgmq's queue tables, pgmq.py) or a job
+library's preset (`pg_boss:`..., library.py and one module per library). Each
 kind is one module here with a `QueueKind` subclass whose `key` is that config key: its catalog
 check, its queries, its doctor checks. The kinds measure; the collector turns every kind's
 `Reading` into the same metric families, so alerts and dashboards work for all of them.
 
-Adding a kind (issue 15: pg-boss, Oban...) is one model in config.py added to QUEUE_KINDS and one
-module here; nothing else lists the kinds (tests/test_pgmq.py holds the two lists equal).
+Adding a kind is one model in config.py added to QUEUE_KINDS and one module here; a library
+preset is a LibraryQueue subclass added to LIBRARY_QUEUES and a LibraryKind module
+(docs/queues.md, "Library presets", says how). Nothing else lists the kinds
+(tests/test_pgmq.py holds the two lists equal).
 """
 
 from __future__ import annotations

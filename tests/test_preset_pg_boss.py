@@ -1,0 +1,269 @@
+"""The pg_boss: preset on a real PostgreSQL with pg-boss's own schema: pg-boss 10.4.2 (npm,
+tests/queue_libs) installs it and sends, fetches, completes and fails the jobs through its API
+(tests/queue_libs/pgboss.mjs); the test then moves two timestamps back with SQL (a job running
+past its expiry, a backlog waiting for 20 minutes) rather than waiting. Every value is read from
+a real scrape of the real exporter, and the shipped queue alerts are evaluated by promtool on
+it.
+
+The seeded `emails` queue: 60 due, 2 delayed by an hour, 2 running (one started 2 hours ago
+with pg-boss's default 15-minute expiry: stuck), 1 failed with retries left (state retry), 1
+failed for good (state failed), 4 completed. `reports`: 2 waiting, nothing finishing. `idle`:
+empty, found by "*".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from exporter.config import ConfigError, parse_config
+from exporter.doctor import run_doctor
+from tests.helpers import (
+    Scrape,
+    assert_declared,
+    assert_promtool_clean,
+    assert_promtool_fires,
+    run_queue_lib,
+    scrape_series,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seed(dsn: str) -> None:
+    run_queue_lib(dsn, "pgboss.mjs", "seed", "pgboss")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        # one of the two running jobs started 2 hours ago: past expire_in (15 min) + stuck_after
+        c.execute(
+            "UPDATE pgboss.job SET started_on = now() - interval '2 hours' WHERE id ="
+            " (SELECT id FROM pgboss.job WHERE name = 'emails' AND state = 'active' LIMIT 1)"
+        )
+        # the backlog has waited 20 minutes
+        c.execute(
+            "UPDATE pgboss.job SET start_after = now() - interval '20 minutes',"
+            " created_on = now() - interval '20 minutes'"
+            " WHERE name = 'emails' AND state = 'created' AND start_after <= now()"
+        )
+        c.execute("ANALYZE pgboss.job")
+
+
+def config(dsn: str) -> dict:
+    return {
+        "targets": [
+            {
+                "name": "app",
+                "dsn": dsn,
+                "collect_interval": "1s",
+                "queues": [
+                    {"pg_boss": "emails"},
+                    {"pg_boss": "reports", "name": "reports_q"},
+                    {"pg_boss": "*", "thresholds": {"depth_warning": 7}},
+                ],
+            }
+        ]
+    }
+
+
+def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
+    return s.value(name, target="app", queue=queue, **labels)
+
+
+@pytest.fixture(scope="module")
+def boss_db(pg_server: str) -> Iterator[str]:
+    from tests.conftest import new_database
+
+    with new_database(pg_server) as dsn:
+        seed(dsn)
+        yield dsn
+
+
+@pytest.fixture
+def boss_scrape(boss_db: str, run_exporter) -> Scrape:
+    ex = run_exporter(config(boss_db))
+    return ex.wait_for(
+        lambda s: (
+            s.value("runbook_collector_success", target="app", collector="queues") == 1
+            and val(s, "runbook_queue_jobs", "idle", status="pending") is not None
+        ),
+        what="a pg-boss scrape",
+    )
+
+
+def test_pg_boss_states_in_a_real_scrape(boss_scrape: Scrape) -> None:
+    s = boss_scrape
+    roles = ("pending", "scheduled", "processing", "failed", "dead")
+    jobs = {
+        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in roles}
+        for q in ("emails", "reports_q", "idle")
+    }
+    assert jobs["emails"] == {
+        "pending": 60,
+        "scheduled": 2,
+        "processing": 2,
+        "failed": 1,
+        "dead": 1,
+    }
+    assert jobs["reports_q"] == {
+        "pending": 2,
+        "scheduled": 0,
+        "processing": 0,
+        "failed": 0,
+        "dead": 0,
+    }
+    assert jobs["idle"] == dict.fromkeys(roles, 0)
+    assert 1200 <= val(s, "runbook_queue_oldest_pending_age_seconds", "emails") < 1300
+    assert val(s, "runbook_queue_stuck_jobs", "emails") == 1
+    assert val(s, "runbook_queue_retries_exhausted_jobs", "emails") == 1
+    # 4 completed within the window; failed: the one out of retries and the one to retry
+    assert val(s, "runbook_queue_recent_jobs", "emails", outcome="completed") == 4
+    assert val(s, "runbook_queue_recent_jobs", "emails", outcome="failed") == 2
+    assert val(s, "runbook_queue_jobs_estimated", "emails", status="completed") == 4
+    assert val(s, "runbook_queue_dead_letter_jobs", "emails") is None
+    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    assert ups == {"emails": 1, "reports_q": 1, "idle": 1}  # "*" skips the two named ones
+    assert s.value("runbook_queue_depth_threshold", queue="idle", severity="warning") == 7
+    # the library keeps a retry limit per job: no max_retries series for a preset
+    assert s.value("runbook_queue_max_retries", queue="emails") is None
+    assert s.value("runbook_queue_stuck_after_seconds", queue="emails") == 300
+    assert_declared(s.families)
+    assert_promtool_clean(s.text)
+
+
+FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
+
+
+def test_queue_alerts_fire_in_promtool_on_the_pg_boss_scrape(boss_scrape, tmp_path) -> None:
+    firing = [
+        ("QueueBacklogHigh", "warning", "emails"),  # 60 pending > 50
+        ("QueueOldestPendingTooOld", "warning", "emails"),  # 20 min > 15 min
+        ("QueueJobsStuck", "warning", "emails"),  # 2 h running, expiry 15 min
+        ("QueueRetriesExhausted", "warning", "emails"),  # state failed
+        ("QueueFailureRatioHigh", "warning", "emails"),  # 2 failed of 6 finished
+        ("QueueFailureRatioHigh", "critical", "emails"),
+        ("QueueWorkerStalled", "warning", "reports_q"),  # waiting, nothing finished
+        ("QueueWorkerStalled", "critical", "reports_q"),
+    ]
+    assert_promtool_fires(
+        [ROOT / "alerts" / "queues.rules.yml"],
+        scrape_series(boss_scrape.samples, "runbook_queue_"),
+        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
+        "45m",
+        tmp_path,
+        expr=FIRING,
+    )
+
+
+def test_doctor_reports_the_pg_boss_version_and_the_indexes_10_lacks(boss_db, capsys) -> None:
+    cfg = parse_config(
+        f"targets:\n  - name: app\n    dsn: '{boss_db}'\n    queues:\n      - pg_boss: emails\n"
+    )
+    run_doctor(cfg)
+    out = capsys.readouterr().out
+    assert "pg-boss found in schema pgboss: schema version 24 (pg-boss 10)" in out
+    # pg-boss 10 indexes created and retry jobs only; running, failed and finished ones not
+    assert "queue emails: no index bounds the state query" in out
+    assert "queue emails: no index bounds the recent query" in out
+    assert "CREATE INDEX job_i14 ON pgboss.job (name, state, start_after)" in out
+    assert "CREATE INDEX job_i16 ON pgboss.job (name, completed_on)" in out
+
+
+def test_doctor_is_content_once_the_indexes_exist(pg_server, capsys) -> None:
+    from tests.conftest import new_database
+
+    with new_database(pg_server) as dsn:
+        run_queue_lib(dsn, "pgboss.mjs", "seed", "boss")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "CREATE INDEX job_i14 ON boss.job (name, state, start_after)"
+                " WHERE state IN ('created', 'retry', 'active', 'failed')"
+            )
+            c.execute(
+                "CREATE INDEX job_i16 ON boss.job (name, completed_on)"
+                " WHERE completed_on IS NOT NULL"
+            )
+            # as autovacuum would: on a table never analyzed the planner may take any index
+            c.execute("ANALYZE boss.job")
+        cfg = parse_config(
+            f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n"
+            "      - pg_boss: '*'\n        schema: boss\n"
+        )
+        run_doctor(cfg)
+    out = capsys.readouterr().out
+    assert "3 pg-boss queue(s) are collected" in out
+    for query in ("state", "recent"):
+        assert re.search(rf"ok +queues emails, .*: the {query} query is bounded by an index", out)
+    # the empty queue tells nothing either way; nothing is a finding
+    assert "FINDING" not in out, out
+
+
+def test_unsupported_and_missing_pg_boss_are_named(fresh_db, run_exporter) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("CREATE SCHEMA pgboss")  # what pg-boss 9 left: schema version 20
+        c.execute("CREATE TABLE pgboss.version (version int primary key)")
+        c.execute("INSERT INTO pgboss.version VALUES (20)")
+    cfg = {
+        "targets": [
+            {
+                "name": "app",
+                "dsn": fresh_db,
+                "collect_interval": "1s",
+                "queues": [{"pg_boss": "emails"}, {"pg_boss": "x", "schema": "nowhere"}],
+            }
+        ]
+    }
+    ex = run_exporter(cfg)
+    ex.wait_for(
+        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
+        what="a failed queues run",
+    )
+    err = next(
+        st.last.error
+        for key, st in ex.exporter.store.snapshot().items()
+        if key[1] == "queues" and st.last is not None
+    )
+    assert (
+        "targets[0].queues[0].pg_boss: unsupported pg-boss version: schema version 20 "
+        "(pg-boss 9 or older); this preset covers pg-boss 10 to 12" in err
+    ), err
+    assert 'targets[0].queues[1].pg_boss: schema "nowhere" does not exist' in err, err
+
+
+def test_pg_boss_config_shapes_and_errors() -> None:
+    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
+    cfg = parse_config(base + "      - pg_boss: '*'\n        max_queues: 5\n")
+    (star,) = cfg.targets[0].queues
+    assert (star.label, star.schema_name, star.max_queues, star.stuck_after) == (
+        None,
+        "pgboss",
+        5,
+        300.0,
+    )
+    for items, expected in [
+        ("      - pg_boss: a\n        max_queues: 3\n", 'max_queues only applies to pg_boss: "*"'),
+        ("      - pg_boss: '*'\n        name: x\n", "targets[0].queues[0].name: name is for one"),
+        ("      - pg_boss: ''\n", "targets[0].queues[0].pg_boss: give one of the library's queue"),
+        ("      - pg_boss: a\n        schema: a.b\n", "invalid schema name 'a.b'"),
+        ("      - pg_boss: a\n        retry_limit: 3\n", "queues[0].retry_limit: unknown key"),
+        ("      - pg_boss: '*'\n      - pg_boss: '*'\n", 'give pg_boss: "*" at most once'),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_config(base + items, "f.yml")
+        assert expected in str(e.value), str(e.value)
+
+
+def test_star_logs_the_queues_max_queues_leaves_out(boss_db, run_exporter, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter.queuekinds.library")
+    cfg = config(boss_db)
+    cfg["targets"][0]["queues"] = [{"pg_boss": "*", "max_queues": 2}]
+    ex = run_exporter(cfg)
+    s = ex.wait_for(
+        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 1,
+        what="a pg-boss scrape",
+    )
+    assert sorted(ls["queue"] for ls in s.labelsets("runbook_queue_up")) == ["emails", "idle"]
+    assert [r.left_out for r in caplog.records if hasattr(r, "left_out")] == [1]

@@ -349,8 +349,43 @@ class ProcrastinateQueue(LibraryQueue):
     procrastinate: LibraryQueueName
 
 
+class GraphileWorkerQueue(LibraryQueue):
+    """A graphile-worker task identifier (exporter/queuekinds/graphile_worker.py)."""
+
+    kind: ClassVar[str] = "graphile_worker"
+    library: ClassVar[str] = "graphile-worker"
+    default_schema: ClassVar[str] = "graphile_worker"
+    graphile_worker: LibraryQueueName
+
+
+PGQUEUER_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class PgqueuerQueue(LibraryQueue):
+    """A pgqueuer entrypoint (exporter/queuekinds/pgqueuer.py)."""
+
+    kind: ClassVar[str] = "pgqueuer"
+    library: ClassVar[str] = "pgqueuer"
+    default_schema: ClassVar[str] = "public"
+    pgqueuer: LibraryQueueName
+    # pgqueuer's PGQUEUER_PREFIX: prepended to its table names (billing_pgqueuer...)
+    prefix: str = ""
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and not PGQUEUER_PREFIX_RE.match(v):
+            raise ValueError(
+                f"invalid pgqueuer prefix {v!r}: lowercase letters, digits and _ (what "
+                "PGQUEUER_PREFIX was when pgqueuer installed its tables)"
+            )
+        return v
+
+
 # the library presets, by config key; presets-b and presets-c add theirs here
-LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {m.kind: m for m in (PgBossQueue,)}
+LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
+    m.kind: m for m in (PgBossQueue, GraphileWorkerQueue, PgqueuerQueue)
+}
 
 # the kinds of `queues:` item, by the key that selects one; each has its module in
 # exporter/queuekinds/ under the same key

@@ -352,7 +352,9 @@ SELECT max(GREATEST(relpages, 0)) FROM pg_class
 WHERE relname = ANY(%s) AND relnamespace = %s::regnamespace
 """
 INDEX_SQL = """
-SELECT i.indpred IS NOT NULL FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+SELECT i.indpred IS NOT NULL, a.attname::text
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE c.relname = %s AND c.relnamespace = %s::regnamespace
 """
 
@@ -363,9 +365,10 @@ async def unbounded_scans(
     """What the query's plan reads without an index bounding it, with sequential scans
     disabled (the planner then uses any index it can). A scan is bounded when its index is
     partial (the planner proved the predicate from the query: the library's partial index
-    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time);
-    a whole-table walk through the primary key is not. None when only tables of at most one
-    page are read without a bound: the planner's pick there says nothing (an empty queue)."""
+    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time)
+    and holds the index's leading column; a whole-table walk through the primary key is not.
+    None when only tables of at most one page are read without a bound: the planner's pick
+    there says nothing (an empty queue)."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the doctor's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
@@ -388,10 +391,14 @@ async def unbounded_scans(
         index = node.get("Index Name")
         if index is None:
             continue
-        col = query.index_column
-        if col is not None and col in node.get("Index Cond", ""):
-            continue
         row = await one_row(conn, INDEX_SQL, (index, schema))
+        col = query.index_column
+        cond = node.get("Index Cond", "")
+        # a range of the finish time bounds the scan when the Index Cond also holds the
+        # index's leading column (the time itself, or the queue before it): a condition on a
+        # later column alone walks the whole index
+        if col is not None and col in cond and row and _names(row[1], cond):
+            continue
         if not (row and row[0]):
             out.add(node.get("Relation Name") or f"index {index}")
     if out:
@@ -399,3 +406,8 @@ async def unbounded_scans(
         if pages and pages[0] is not None and pages[0] <= 1:
             return None
     return out
+
+
+def _names(column: str | None, cond: str) -> bool:
+    """Whether an Index Cond names `column` (a whole word: `id` is not in `job_id`)."""
+    return column is not None and re.search(rf"\b{re.escape(column)}\b", cond) is not None

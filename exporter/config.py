@@ -357,6 +357,14 @@ class GraphileWorkerQueue(LibraryQueue):
     default_schema: ClassVar[str] = "graphile_worker"
     graphile_worker: LibraryQueueName
 
+    def describe(self) -> str:
+        if self.wildcard:
+            return (
+                f"every graphile-worker task with jobs in {self.schema_name}.jobs "
+                f"(at most {self.max_queues})"
+            )
+        return f"graphile-worker task {self.queue} (view {self.schema_name}.jobs)"
+
 
 PGQUEUER_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -376,10 +384,16 @@ class PgqueuerQueue(LibraryQueue):
     def _prefix(cls, v: str) -> str:
         if v and not PGQUEUER_PREFIX_RE.match(v):
             raise ValueError(
-                f"invalid pgqueuer prefix {v!r}: lowercase letters, digits and _ (what "
+                "invalid pgqueuer prefix: lowercase letters, digits and _ (what "
                 "PGQUEUER_PREFIX was when pgqueuer installed its tables)"
             )
         return v
+
+    def describe(self) -> str:
+        table = f"{self.schema_name}.{self.prefix}pgqueuer"
+        if self.wildcard:
+            return f"every pgqueuer entrypoint of {table} (at most {self.max_queues})"
+        return f"pgqueuer entrypoint {self.queue} ({table})"
 
 
 # the library presets, by config key; presets-b and presets-c add theirs here

@@ -12,6 +12,8 @@ resize_image (5 successful, 1 re-queued by a retry, 1 failed and held), notify (
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,7 +181,7 @@ def test_pgqueuer_config_shapes_and_errors() -> None:
     for items, expected in [
         (
             "      - pgqueuer: x\n        prefix: 'a b'\n",
-            "targets[0].queues[0].prefix: invalid pgqueuer prefix 'a b'",
+            "targets[0].queues[0].prefix: invalid pgqueuer prefix: lowercase letters",
         ),
         (
             "      - pgqueuer: x\n        max_queues: 3\n",
@@ -189,6 +191,34 @@ def test_pgqueuer_config_shapes_and_errors() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(base + items, "f.yml")
         assert expected in str(e.value), str(e.value)
+
+
+def test_check_config_says_what_each_preset_item_reads(tmp_path) -> None:
+    """--check-config takes both presets' items (graphile-worker's too) and says what each
+    reads."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "targets:\n  - name: app\n    dsn: 'host=127.0.0.1 dbname=app'\n    queues:\n"
+        "      - graphile_worker: send_email\n      - graphile_worker: '*'\n"
+        "      - pgqueuer: send_email\n        name: billing_email\n        prefix: billing_\n"
+        "      - pgqueuer: '*'\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    for line in (
+        "queue send_email: graphile-worker task send_email (view graphile_worker.jobs), "
+        "stuck after 300s",
+        "queue *: every graphile-worker task with jobs in graphile_worker.jobs (at most 50)",
+        "queue billing_email: pgqueuer entrypoint send_email (public.billing_pgqueuer)",
+        "queue *: every pgqueuer entrypoint of public.pgqueuer (at most 50)",
+    ):
+        assert line in r.stdout, r.stdout
 
 
 # --- doctor ---------------------------------------------------------------------------------

@@ -398,7 +398,7 @@ class PgqueuerQueue(LibraryQueue):
 
 # the library presets, by config key; presets-b and presets-c add theirs here
 LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
-    m.kind: m for m in (PgBossQueue, GraphileWorkerQueue, PgqueuerQueue)
+    m.kind: m for m in (PgBossQueue, GraphileWorkerQueue, ProcrastinateQueue, PgqueuerQueue)
 }
 
 # the kinds of `queues:` item, by the key that selects one; each has its module in

@@ -17,6 +17,10 @@ What it looks for:
   `dead_letter_table` of the matching queue.
 - **pgmq queues** (rows of pgmq.meta), with `<queue>_dlq`-style queues as their
   `dead_letter_queue`.
+- **Job libraries** (pg-boss, Procrastinate, ... every preset of exporter/queuekinds/): their
+  tables found together in a schema; the preset tells the version and lists the queues, and
+  a `<library>: "*"` item is written (discover/presets.py). Their tables are not reported as
+  hand-rolled queues.
 - **pg_cron** (cron.job, cron.job_run_details) and **pg_net** (net._http_response): their
   collectors are switched on when this exporter has them (exporter.sources).
 - Then the doctor (exporter/doctor.py) checks the generated target on the same session:
@@ -75,6 +79,8 @@ async def grants(conn: psycopg.AsyncConnection, found: Discovery) -> list[str]:
         if q.dead_letter_table and not q.dlq_readable:
             rels.append(q.dead_letter_table)
     named = [*(found.pgmq.unreadable if found.pgmq else [])]
+    for lib in found.libraries:
+        named.extend(lib.unreadable)
     for e in found.extensions:
         if e.found:
             named.extend(e.unreadable)

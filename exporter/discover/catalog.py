@@ -13,6 +13,7 @@ from psycopg import sql
 
 from exporter.configtypes import LABEL_VALUE_RE
 from exporter.db import describe_error, savepoint
+from exporter.discover.presets import FoundLibrary, find_libraries
 from exporter.discover.statuses import (
     CREATED_NAMES,
     QUEUE_NAME_HINT,
@@ -92,6 +93,9 @@ class Discovery:
     version: str
     queues: list[TableQueue] = field(default_factory=list)
     pgmq: PgmqQueues | None = None
+    # job libraries found by their presets (presets.py), and the tables they own
+    libraries: list[FoundLibrary] = field(default_factory=list)
+    claimed: set[tuple[str, str]] = field(default_factory=set)
     extensions: list[Extension] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was seen but not emitted, and why
     # queue-shaped tables whose status values the role cannot see: GRANT SELECT and rerun
@@ -261,7 +265,8 @@ async def find_table_queues(conn: psycopg.AsyncConnection, found: Discovery) -> 
             f"more than {CANDIDATES_MAX} status-like columns: only {CANDIDATES_MAX} were "
             "looked at (tables named like job, task, queue... first)"
         )
-    cands = [_Candidate(*r) for r in rows]
+    # a job library's own tables are its preset's, not hand-rolled queues
+    cands = [c for c in (_Candidate(*r) for r in rows) if (c.schema, c.table) not in found.claimed]
     if not cands:
         return
     rels = sorted({c.oid for c in cands})
@@ -476,6 +481,7 @@ async def inspect(conn: psycopg.AsyncConnection) -> Discovery:
         "SELECT current_database()::text, current_user::text, current_setting('server_version')",
     )
     found = Discovery(db, user, version)
+    found.libraries, found.claimed = await find_libraries(conn)
     await find_table_queues(conn, found)
     await find_pgmq(conn, found)
     for ext in extensions():

@@ -16,6 +16,7 @@ from exporter.discover.catalog import (
     PGMQ_NAMED_MAX,
     PGMQ_WILDCARD_MAX,
     Discovery,
+    FoundLibrary,
     PgmqQueues,
     TableQueue,
     one_line,
@@ -241,6 +242,41 @@ def _write_pgmq(w: Writer, p: PgmqQueues, live: bool) -> list[dict]:
     return items
 
 
+def _write_library(w: Writer, lib: FoundLibrary, taken: set[str]) -> list[dict]:
+    """A job library's `"*"` item with what was found (version, queues); commented out, with
+    the reason, when the preset cannot read it. A queue whose name another item already serves
+    as its `queue` label (Oban's and River's `default`) gets a named item of its own with a
+    longer label first ("*" skips named queues). Returns the live items; adds the labels."""
+    where = f"{lib.library} found in schema {lib.schema}"
+    item = lib.item()
+    if lib.problem is not None:
+        w.comment(6, f"{where}: {lib.problem}")
+        w.comment(6, "  not configured; the item, once that is fixed:")
+        _write_item(w, 6, item, {}, live=False)
+        return []
+    names = ", ".join(lib.queues) + (", ..." if lib.truncated else "")
+    count = f"{len(lib.queues)}{'+' if lib.truncated else ''} queue(s)"
+    w.comment(6, f"{where}: {lib.version}; {count}{': ' + names if lib.queues else ''}")
+    items = []
+    for queue in lib.queues:
+        if queue in taken:
+            named = {lib.key: queue, "name": label_value(f"{lib.key}_{queue}")}
+            if "schema" in item:
+                named["schema"] = item["schema"]
+            _write_item(w, 6, named, {"name": "the name is another item's label"}, live=True)
+            items.append(named)
+            taken.add(str(named["name"]))
+        else:
+            taken.add(queue)
+    w.comment(
+        6,
+        f"  every queue, as it comes and goes; name one ({lib.key}: <queue>) for its own"
+        " thresholds",
+    )
+    _write_item(w, 6, item, {}, live=True)
+    return [*items, item]
+
+
 TRANSACTION_POOLER_PORT = "6543"
 
 
@@ -295,11 +331,18 @@ def render(
             if (q.name or q.table) in taken:
                 q.name = label_value(f"{q.schema}_{q.table}")
     items: list[dict] = []
-    if found.queues or found.pgmq is not None:
+    if found.queues or found.pgmq is not None or found.libraries:
         w.line(4, "queues:")
         at = len(w.lines) - 1
         items = [_write_table_queue(w, q) for q in found.queues]
         monitored += len(items)
+        taken = {str(i.get("name") or i["table"].split(".", 1)[1]) for i in items}
+        if found.pgmq is not None:
+            taken |= set(found.pgmq.names)
+        for lib in found.libraries:
+            written = _write_library(w, lib, taken)
+            items += written
+            monitored += len(written)
         if found.pgmq is not None:
             pgmq = _write_pgmq(w, found.pgmq, live)
             if live:

@@ -104,6 +104,25 @@ async def has_schema(conn: psycopg.AsyncConnection, schema: str) -> tuple[bool, 
     return (bool(row), bool(row and row[1]))
 
 
+async def distinct_values(
+    conn: psycopg.AsyncConnection, table: sql.Identifier, column: str, limit: int
+) -> list[str]:
+    """The distinct values of an indexed column (a queue-name column, for libraries without a
+    registry of queues), at most `limit`: a loose index scan -- one index descent per value,
+    O(queues x log jobs), where SELECT DISTINCT would read every job."""
+    col = sql.Identifier(column)
+    text = sql.SQL(
+        "WITH RECURSIVE q(v) AS ("
+        " (SELECT {col}::text FROM {t} WHERE {col} IS NOT NULL ORDER BY {col} LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT {col}::text FROM {t} WHERE {col} > q.v ORDER BY {col} LIMIT 1)"
+        " FROM q WHERE q.v IS NOT NULL)"
+        " SELECT v FROM q WHERE v IS NOT NULL LIMIT %(limit)s"
+    ).format(col=col, t=table)
+    cur = await conn.execute(text, {"limit": limit}, prepare=False)
+    return [r[0] for r in await cur.fetchall()]
+
+
 class LibraryKind(QueueKind):
     """One configured library item. Subclasses set `key` (the config key), `library`,
     `covers` and implement `detect`, `tables`, `queue_names` and `queries`."""
@@ -158,6 +177,11 @@ class LibraryKind(QueueKind):
     @property
     def schema(self) -> str:
         return self.item.schema_name
+
+    def names_limit(self) -> int:
+        """How many queue names a library without a registry need list for "*": max_queues
+        plus the names "*" skips, plus one to know whether any were left out."""
+        return self.item.max_queues + len(self.excluded()) + 1
 
     def where(self, member: Member | None = None) -> str:
         """The config path (and queue) for messages."""
@@ -348,8 +372,7 @@ def quote_ident(name: str) -> str:
 
 
 PAGES_SQL = """
-SELECT max(GREATEST(relpages, 0)) FROM pg_class
-WHERE relname = ANY(%s) AND relnamespace = %s::regnamespace
+SELECT GREATEST(relpages, 0) FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace
 """
 INDEX_SQL = """
 SELECT i.indpred IS NOT NULL, a.attname::text
@@ -365,47 +388,62 @@ async def unbounded_scans(
     """What the query's plan reads without an index bounding it, with sequential scans
     disabled (the planner then uses any index it can). A scan is bounded when its index is
     partial (the planner proved the predicate from the query: the library's partial index
-    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time)
-    and holds the index's leading column; a whole-table walk through the primary key is not.
-    None when only tables of at most one page are read without a bound: the planner's pick
-    there says nothing (an empty queue)."""
+    on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time);
+    a whole-table walk through the primary key is not. None when only tables of at most one
+    page are read without a bound: the planner's pick there says nothing (an empty queue)."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the doctor's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
         plan = await explain_plan(conn, query)
         raise psycopg.Rollback(tx)  # a released SET LOCAL would outlive the savepoint
-    out: set[str] = set()
-    nodes: list[dict] = []
+    # (node, whether it runs once per row of an outer scan: a nested loop's inner side or a
+    # correlated subplan, whose Index Cond is then a lookup by the outer row's key)
+    nodes: list[tuple[dict, bool]] = []
 
-    def walk(node: dict) -> None:
-        nodes.append(node)
+    def walk(node: dict, per_row: bool) -> None:
+        nodes.append((node, per_row))
         for child in node.get("Plans", []):
-            walk(child)
+            rel = child.get("Parent Relationship")
+            walk(child, per_row or rel in ("Inner", "SubPlan"))
 
     if plan is not None:
-        walk(plan)
-    for node in nodes:
+        walk(plan, False)
+    unbounded: set[str] = set()
+    for node, per_row in nodes:
         if node.get("Node Type") == "Seq Scan":
-            out.add(node.get("Relation Name", "?"))
+            unbounded.add(node.get("Relation Name", "?"))
             continue
         index = node.get("Index Name")
-        if index is None:
+        if index is None or (per_row and node.get("Index Cond")):
             continue
         row = await one_row(conn, INDEX_SQL, (index, schema))
-        col = query.index_column
         cond = node.get("Index Cond", "")
         # a range of the finish time bounds the scan when the Index Cond also holds the
         # index's leading column (the time itself, or the queue before it): a condition on a
-        # later column alone walks the whole index
-        if col is not None and col in cond and row and _names(row[1], cond):
+        # later column alone walks the whole index (pgqueuer_log_job_id_status (job_id,
+        # created) for a range of created)
+        if _names(query.index_column, cond) and row and _names(row[1], cond):
             continue
         if not (row and row[0]):
-            out.add(node.get("Relation Name") or f"index {index}")
-    if out:
-        pages = await one_row(conn, PAGES_SQL, (sorted(out), schema))
-        if pages and pages[0] is not None and pages[0] <= 1:
-            return None
-    return out
+            unbounded.add(node.get("Relation Name") or await _table_of(conn, index, schema))
+    # a table of at most one page is read whole whatever the indexes (the planner's pick there
+    # says nothing): only the others count, and if only such tables were left, None
+    out = set()
+    for rel in unbounded:
+        pages = await one_row(conn, PAGES_SQL, (rel, schema))
+        if not (pages and pages[0] is not None and pages[0] <= 1):
+            out.add(rel)
+    return None if unbounded and not out else out
+
+
+async def _table_of(conn: psycopg.AsyncConnection, index: str, schema: str) -> str:
+    row = await one_row(
+        conn,
+        "SELECT i.indrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = %s AND c.relnamespace = %s::regnamespace",
+        (index, schema),
+    )
+    return str(row[0]).rsplit(".", 1)[-1] if row else f"index {index}"
 
 
 def _names(column: str | None, cond: str) -> bool:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, parse_config
+from exporter.discover import run_discover
 from exporter.doctor import run_doctor
 from tests.helpers import (
     Scrape,
@@ -183,6 +184,20 @@ def test_graphile_worker_config_shapes_and_errors() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(base + items, "f.yml")
         assert expected in str(e.value), str(e.value)
+
+
+def test_discover_finds_graphile_worker(worker_db: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "found.yml"
+    assert run_discover(worker_db, "app", str(out)) == 0
+    text = out.read_text()
+    items = yaml.safe_load(text)["targets"][0]["queues"]
+    assert {"graphile_worker": "*"} in items
+    assert not [i for i in items if "table" in i]  # its tables are not hand-rolled queues
+    assert (
+        "# graphile-worker found in schema graphile_worker: migration 19 (graphile-worker "
+        "0.17); 3 queue(s): generate_report, resize_image, send_email" in text
+    )
+    capsys.readouterr()
 
 
 # --- doctor ---------------------------------------------------------------------------------

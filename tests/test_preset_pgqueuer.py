@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, parse_config
+from exporter.discover import run_discover
 from exporter.doctor import run_doctor
 from tests import pgqueuer_jobs
 from tests.helpers import (
@@ -191,6 +192,21 @@ def test_pgqueuer_config_shapes_and_errors() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(base + items, "f.yml")
         assert expected in str(e.value), str(e.value)
+
+
+def test_discover_finds_pgqueuer(pgqueuer_db: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "found.yml"
+    assert run_discover(pgqueuer_db, "app", str(out)) == 0
+    text = out.read_text()
+    items = yaml.safe_load(text)["targets"][0]["queues"]
+    assert {"pgqueuer": "*"} in items
+    # pgqueuer's queue, log, statistics and schedules tables are not hand-rolled queues
+    assert not [i for i in items if "table" in i], text
+    assert (
+        "# pgqueuer found in schema public: pgqueuer 1.4 or later (slot column); 4 queue(s): "
+        "generate_report, notify, resize_image, send_email" in text
+    )
+    capsys.readouterr()
 
 
 def test_check_config_says_what_each_preset_item_reads(tmp_path) -> None:

@@ -69,9 +69,9 @@ class GraphileWorkerKind(UnfinishedOnlyKind):
         f"graphile-worker 0.16 to 0.18 (migrations {MIN_MIGRATION} to {KNOWN_MIGRATION}), "
         "read through its public jobs view"
     )
-    # the view and the migrations table: what graphile-worker's schema shows a role that may
-    # not read its private tables (never reported as hand-rolled queues: the _private_ ones)
-    detect_tables = ("jobs", "migrations")
+    # the view, the migrations table and the private jobs table's name (found in the catalog,
+    # never read): "jobs" and "migrations" alone are names many apps' own tables have
+    detect_tables = ("jobs", "migrations", "_private_jobs")
     owned = (
         "jobs",
         "migrations",

@@ -1,34 +1,28 @@
 """Presets of libraries whose job table holds unfinished jobs only (graphile-worker deletes a
 job when it completes, pgqueuer moves it to its log): their state query reads that table
 whole, which is O(active jobs) by the library's design. No index bounds such a read and none
-is needed, so the doctor does not EXPLAIN it for one (it would report a missing index that no
-version of the library creates); it says how many jobs the read covers instead."""
+is needed, so the doctor does not EXPLAIN it for one (`LibraryKind.reads_whole`: it would
+report a missing index that no version of the library creates); it says how many jobs the read
+covers instead."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from exporter.queuekinds.base import Query, QueueConfigError
-from exporter.queuekinds.library import LibraryKind, LibraryQueries
+from exporter.queuekinds.base import QueueConfigError
+from exporter.queuekinds.library import LibraryKind
 
 if TYPE_CHECKING:
     from exporter.doctor import Report
 
 
-@dataclass(frozen=True)
-class UnfinishedOnlyQueries(LibraryQueries):
-    def bounded(self) -> list[Query]:
-        """Only the recent query must be bounded by an index: the state query reads a table
-        of unfinished jobs whole."""
-        return [self.recent] if self.recent is not None else []
-
-
 class UnfinishedOnlyKind(LibraryKind):
-    """A preset whose `queries` returns UnfinishedOnlyQueries and whose `unfinished_note`
-    says what the state query reads."""
+    """A preset whose state query reads a table of unfinished jobs whole (not checked for an
+    index), and whose `unfinished_note` says how many jobs that is."""
+
+    reads_whole = ("state",)
 
     async def unfinished_note(self, conn: psycopg.AsyncConnection) -> str:
         raise NotImplementedError

@@ -41,9 +41,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.queuekinds._unfinished import UnfinishedOnlyKind, UnfinishedOnlyQueries
+from exporter.queuekinds._unfinished import UnfinishedOnlyKind
 from exporter.queuekinds.base import Query, table_info
-from exporter.queuekinds.library import Install, one_row
+from exporter.queuekinds.library import Install, LibraryQueries, one_row
 
 MIN_MIGRATION = 17  # 0.16.0: the jobs view
 KNOWN_MIGRATION = 20  # 0.18.0, the newest this preset was checked against
@@ -139,7 +139,7 @@ class GraphileWorkerKind(UnfinishedOnlyKind):
         )
         return [r[0] for r in await cur.fetchall()]
 
-    def queries(self, install: Install, queue: str) -> UnfinishedOnlyQueries:
+    def queries(self, install: Install, queue: str) -> LibraryQueries:
         view = sql.Identifier(self.schema, "jobs")
         params: dict[str, Any] = {"queue": queue, "stuck_after": float(self.item.stuck_after)}
         waiting = sql.SQL("locked_at IS NULL AND attempts = 0")
@@ -158,7 +158,7 @@ class GraphileWorkerKind(UnfinishedOnlyKind):
             " 0"
             " FROM {view} WHERE task_identifier = %(queue)s"
         ).format(waiting=waiting, view=view)
-        return UnfinishedOnlyQueries(
+        return LibraryQueries(
             state=Query("state", state_sql, params, None),
             recent=None,
             completed=None,

@@ -42,9 +42,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from exporter.queuekinds._unfinished import UnfinishedOnlyKind, UnfinishedOnlyQueries
+from exporter.queuekinds._unfinished import UnfinishedOnlyKind
 from exporter.queuekinds.base import Query, table_info
-from exporter.queuekinds.library import Install, one_row
+from exporter.queuekinds.library import Install, LibraryQueries, one_row
 
 QUEUE_COLUMNS = ("entrypoint", "status", "attempts", "execute_after", "heartbeat")
 LOG_COLUMNS = ("entrypoint", "status", "created", "traceback")
@@ -118,7 +118,7 @@ class PgqueuerKind(UnfinishedOnlyKind):
         )
         return [r[0] for r in await cur.fetchall()]
 
-    def queries(self, install: Install, queue: str) -> UnfinishedOnlyQueries:
+    def queries(self, install: Install, queue: str) -> LibraryQueries:
         params: dict[str, Any] = {
             "queue": queue,
             "stuck_after": float(self.item.stuck_after),
@@ -147,7 +147,7 @@ class PgqueuerKind(UnfinishedOnlyKind):
             " FROM {log} WHERE entrypoint = %(queue)s"
             " AND created >= now() - make_interval(secs => %(window)s)"
         ).format(log=self._ident(self.log_table))
-        return UnfinishedOnlyQueries(
+        return LibraryQueries(
             state=Query("state", state_sql, params, None),
             recent=Query("recent", recent_sql, params, "created"),
             completed=None,

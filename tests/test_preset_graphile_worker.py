@@ -13,12 +13,14 @@ resize_image (5 completed -- deleted by graphile-worker --, 1 failed and waiting
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import ConfigError, parse_config
 from exporter.discover import run_discover
@@ -219,6 +221,34 @@ def test_doctor_reports_the_version_and_what_a_scrape_reads(worker_db: str, caps
     assert "ok       graphile_worker.jobs holds 46 job(s), all unfinished" in out
     assert "1 of them failed for good" in out
     assert "_private" not in out  # the private tables are never named
+
+
+def test_the_view_alone_is_enough(worker_db: str, pg_server: str, capsys) -> None:
+    """A role granted the public view only (not the private tables, not the migrations
+    table) reads every queue: the view reads the private tables with its owner's rights; the
+    version is then "0.16 or later"."""
+    role, password = f"gw_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        with psycopg.connect(worker_db, autocommit=True) as c:
+            c.execute(f"GRANT USAGE ON SCHEMA graphile_worker TO {role}")
+            c.execute(f"GRANT SELECT ON graphile_worker.jobs TO {role}")
+        params = {**conninfo_to_dict(worker_db), "user": role, "password": password}
+        dsn = make_conninfo(**params)
+        cfg = {"targets": [{"name": "app", "dsn": dsn, "queues": [{"graphile_worker": "*"}]}]}
+        _, out = doctor(cfg, capsys)
+        assert (
+            "ok       graphile-worker found in schema graphile_worker: 0.16 or later (the jobs "
+            "view; graphile_worker.migrations is not readable" in out
+        ), out
+        assert "ok       graphile_worker.jobs holds 46 job(s), all unfinished" in out
+        assert "permission denied" not in out
+    finally:
+        with psycopg.connect(worker_db, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+        with psycopg.connect(pg_server, autocommit=True) as c:
+            c.execute(f"DROP ROLE {role}")
 
 
 def test_graphile_worker_before_0_16_is_refused(fresh_db: str, capsys) -> None:

@@ -74,7 +74,8 @@ JOBS = spec(
     "runbook_queue_jobs",
     "gauge",
     "Jobs in the queue by status role (pending, processing, failed, dead; completed only with "
-    "count_terminal: exact; scheduled for pgmq messages sent with a delay), counted exactly.",
+    "count_terminal: exact; scheduled for pgmq messages and library jobs not due yet), counted "
+    "exactly.",
     (*TQ, "status"),
     SRC,
 )
@@ -96,7 +97,8 @@ OLDEST_PENDING = spec(
 STUCK = spec(
     "runbook_queue_stuck_jobs",
     "gauge",
-    "Processing jobs whose updated_at is older than the queue's stuck_after.",
+    "Processing jobs whose updated_at is older than the queue's stuck_after (library presets: "
+    "held past the library's own expiry or heartbeat by more than stuck_after).",
     TQ,
     SRC,
 )
@@ -104,7 +106,8 @@ RETRIES_EXHAUSTED = spec(
     "runbook_queue_retries_exhausted_jobs",
     "gauge",
     "Failed jobs with retry_count >= max_retries: no automatic retry left, they need a person "
-    "(0 when the queue has no retry_count_column).",
+    "(0 when the queue has no retry_count_column; library presets: the library's own terminal "
+    "failure).",
     TQ,
     SRC,
 )

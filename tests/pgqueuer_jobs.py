@@ -31,11 +31,14 @@ SEEDED = {
 }
 
 
-def install(dsn: str, schema: str | None = None) -> None:
-    """pgqueuer's own install command on the database."""
+def install(dsn: str, schema: str | None = None, prefix: str | None = None) -> None:
+    """pgqueuer's own install command on the database (in `schema`, its table names prefixed
+    with `prefix`: its --schema and --prefix options)."""
     args = [sys.executable, "-m", "pgqueuer", "--pg-dsn", dsn]
     if schema:
         args += ["--schema", schema]
+    if prefix:
+        args += ["--prefix", prefix]
     r = subprocess.run([*args, "install"], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         raise AssertionError(f"pgqueuer install failed: {r.stdout}{r.stderr}")

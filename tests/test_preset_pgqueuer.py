@@ -254,15 +254,15 @@ def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> 
     assert "ok       public.pgqueuer holds 46 job(s), all unfinished" in out
     assert "1 failed job(s) held for a person" in out
     assert "queue resize_image: the recent query is bounded by an index" in out
-    # without the log's created index the recent count reads the whole log: a log of some
-    # history (a one-page table tells nothing: the planner reads it as it likes), as pgqueuer
-    # writes it -- queued, picked, successful per job
+    # without the log's created index the recent count reads the whole log: a log of 20,000
+    # jobs' history (a small one tells nothing: the planner reads it as it likes), as
+    # pgqueuer writes it -- queued, picked, successful per job
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(
             "INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint)"
             " SELECT now() - interval '1 day' + g * interval '1 second', 1000 + g / 3,"
             " (ARRAY['queued', 'picked', 'successful'])[1 + g % 3]::pgqueuer_status, 0,"
-            " 'archive' FROM generate_series(0, 2999) g"
+            " 'archive' FROM generate_series(0, 59999) g"
         )
         c.execute("DROP INDEX pgqueuer_log_created")
         c.execute("ANALYZE pgqueuer_log")

@@ -133,25 +133,45 @@ def test_queue_alerts_fire_in_promtool_on_the_procrastinate_scrape(
     )
 
 
-def test_doctor_reports_the_version_and_the_missing_indexes(procrastinate_db, capsys) -> None:
-    cfg = parse_config(
-        f"targets:\n  - name: app\n    dsn: '{procrastinate_db}'\n    queues:\n"
-        "      - procrastinate: emails\n"
-    )
-    run_doctor(cfg)
-    out = capsys.readouterr().out
-    assert "Procrastinate found in schema public: 3.1 or later (worker heartbeats)" in out
-    # Procrastinate's own partial index covers todo and doing, not the failed jobs it keeps;
-    # nothing indexes the events by time
-    assert "queue emails: no index bounds the state query" in out, out
-    assert "queue emails: no index bounds the recent query" in out, out
-    assert "procrastinate_jobs (queue_name, status) WHERE status IN" in out
-    assert "procrastinate_events (at) WHERE type IN" in out
-    with psycopg.connect(procrastinate_db, autocommit=True) as c:
-        for fix in re.findall(r"CREATE INDEX CONCURRENTLY [^\n]*;", out):
-            c.execute(fix)
+def grow(dsn: str, n: int = 20000) -> None:
+    """n more succeeded jobs in `emails` with their events, two days old, as Procrastinate
+    leaves them: enough rows for the planner to show which index a real queue would use."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(
+            "WITH j AS (INSERT INTO procrastinate_jobs (queue_name, task_name, status, attempts)"
+            " SELECT 'emails', 'ok', 'succeeded', 1 FROM generate_series(1, %s) RETURNING id)"
+            " INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, e.type::procrastinate_job_event_type, now() - interval '2 days'"
+            " FROM j, (VALUES ('deferred'), ('started'), ('succeeded')) e(type)",
+            (n,),
+        )
         c.execute("ANALYZE procrastinate_jobs, procrastinate_events")
-    run_doctor(cfg)
+
+
+def test_doctor_reports_the_version_and_the_missing_indexes(pg_server, capsys) -> None:
+    from tests.conftest import new_database
+
+    with new_database(pg_server) as dsn:
+        seed(dsn)
+        grow(dsn)
+        cfg = parse_config(
+            f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n"
+            "      - procrastinate: emails\n"
+        )
+        run_doctor(cfg)
+        out = capsys.readouterr().out
+        assert "Procrastinate found in schema public: 3.1 or later (worker heartbeats)" in out
+        # Procrastinate's own partial index covers todo and doing, not the failed jobs it
+        # keeps; nothing indexes the events by time
+        assert "queue emails: no index bounds the state query" in out, out
+        assert "queue emails: no index bounds the recent query" in out, out
+        assert "procrastinate_jobs (queue_name, status) WHERE status IN" in out
+        assert "procrastinate_events (at) WHERE type IN" in out
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for fix in re.findall(r"CREATE INDEX CONCURRENTLY [^\n]*;", out):
+                c.execute(fix)
+            c.execute("ANALYZE procrastinate_jobs, procrastinate_events")
+        run_doctor(cfg)
     out = capsys.readouterr().out
     assert "queue emails: the state query is bounded by an index" in out, out
     assert "queue emails: the recent query is bounded by an index" in out, out

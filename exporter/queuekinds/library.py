@@ -341,20 +341,32 @@ class LibraryKind(QueueKind):
                 if problem is not None:
                     report.finding(f"{self.where(m)}: {problem}", indent=2)
                     continue
-            for query in self.queries(install, m.ref).bounded():
+            qs = self.queries(install, m.ref)
+            # a queue that keeps few finished jobs is read whole cheaply, and its plan says
+            # nothing about the index a big one would use
+            few = qs.completed is not None and (
+                await estimate_rows(conn, qs.completed) < SMALL_TABLE_ROWS
+            )
+            for query in qs.bounded():
                 if query.name in self.reads_whole:
                     continue  # by the library's design: the preset's doctor says what it reads
                 scans = await unbounded_scans(conn, query, self.schema)
+                if scans and few:
+                    scans = None
                 group = unbounded if scans else bounded if scans is not None else small
                 group.setdefault(query.name, []).append(m.ref)
                 fixes[query.name] = self.index_fix(install, query)
         for name, queues in bounded.items():
             report.ok(f"{_queues(queues)}: the {name} query is bounded by an index", indent=2)
         for name, queues in small.items():
-            report.note(
-                f"{_queues(queues)}: too few jobs for the plan to show whether an index bounds "
-                f"the {name} query (the planner reads a one-page table as it likes)",
+            report.line(
+                "note",
+                f"{_queues(queues)}: too few jobs (under {SMALL_TABLE_ROWS:,}) for the plan to "
+                f"show whether an index bounds the {name} query; run the doctor again once "
+                "the queue has grown"
+                + (", or make sure this index exists:" if fixes.get(name) else ""),
                 indent=2,
+                fix=fixes.get(name),
             )
         for name, queues in unbounded.items():
             report.finding(
@@ -377,8 +389,10 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-PAGES_SQL = """
-SELECT GREATEST(relpages, 0) FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace
+# below this many rows (planner statistics) a plan does not tell whether an index bounds it
+SMALL_TABLE_ROWS = 10000
+ROWS_SQL = """
+SELECT GREATEST(reltuples, 0) FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace
 """
 INDEX_SQL = """
 SELECT i.indpred IS NOT NULL, a.attname::text
@@ -395,8 +409,8 @@ async def unbounded_scans(
     disabled (the planner then uses any index it can). A scan is bounded when its index is
     partial (the planner proved the predicate from the query: the library's partial index
     on unfinished jobs) or its Index Cond ranges over `query.index_column` (a finish time);
-    a whole-table walk through the primary key is not. None when only tables of at most one
-    page are read without a bound: the planner's pick there says nothing (an empty queue)."""
+    a whole-table walk through the primary key is not. None when only tables of fewer than
+    SMALL_TABLE_ROWS rows are read without a bound: the planner's pick there says nothing."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the doctor's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
@@ -432,12 +446,13 @@ async def unbounded_scans(
             continue
         if not (row and row[0]):
             unbounded.add(node.get("Relation Name") or await _table_of(conn, index, schema))
-    # a table of at most one page is read whole whatever the indexes (the planner's pick there
-    # says nothing): only the others count, and if only such tables were left, None
+    # on a small table the planner rightly takes whichever index (the primary key as soon as
+    # any other): its pick says nothing about the index a big one would use. Only the others
+    # count, and if only small tables were left, None
     out = set()
     for rel in unbounded:
-        pages = await one_row(conn, PAGES_SQL, (rel, schema))
-        if not (pages and pages[0] is not None and pages[0] <= 1):
+        rows = await one_row(conn, ROWS_SQL, (rel, schema))
+        if not (rows and rows[0] is not None and rows[0] < SMALL_TABLE_ROWS):
             out.add(rel)
     return None if unbounded and not out else out
 

@@ -1,6 +1,7 @@
 """The graphile_worker: preset on a real PostgreSQL with graphile-worker's own schema:
-graphile-worker 0.17.3 (npm, tests/queue_libs) runs its migrations and adds, works, fails and
-abandons the jobs through its API (tests/queue_libs/graphile_worker.mjs); nothing is moved with
+graphile-worker 0.16.6, 0.17.3 and 0.18.0 (npm, tests/queue_libs; 0.18 on node 22) run their
+migrations and add, work, fail and abandon the jobs through their API
+(tests/queue_libs/graphile_worker.mjs); nothing is moved with
 SQL (the backlog was added due 20 minutes ago, the abandoned job's stuck_after is 1 s). Every
 value is read from a real scrape of the real exporter, which reads only the public
 graphile_worker.jobs view; the shipped queue alerts are evaluated by promtool on it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -38,8 +40,30 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
-def seed(dsn: str) -> None:
-    done = json.loads(run_queue_lib(dsn, "graphile_worker.mjs", "seed").strip().splitlines()[-1])
+@dataclass(frozen=True)
+class Release:
+    version: str
+    package: str  # the copy in tests/queue_libs/node_modules
+    node22: bool
+    found: str  # what the doctor and discover say
+
+
+RELEASES = [
+    Release("0.16.6", "graphile-worker-16", False, "migration 18 (graphile-worker 0.16)"),
+    Release("0.17.3", "graphile-worker", False, "migration 19 (graphile-worker 0.17)"),
+    Release("0.18.0", "graphile-worker-18", True, "migration 20 (graphile-worker 0.18)"),
+]
+
+
+def seed(dsn: str, release: Release) -> None:
+    out = run_queue_lib(
+        dsn,
+        "graphile_worker.mjs",
+        "seed",
+        node22=release.node22,
+        env={"GRAPHILE_WORKER_PACKAGE": release.package},
+    )
+    done = json.loads(out.strip().splitlines()[-1])
     assert done == {
         "pending": 40,
         "scheduled": 3,
@@ -71,12 +95,17 @@ def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
     return s.value(name, target="app", queue=queue, **labels)
 
 
+@pytest.fixture(scope="module", params=RELEASES, ids=[r.version for r in RELEASES])
+def release(request) -> Release:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def worker_db(pg_server: str) -> Iterator[str]:
+def worker_db(pg_server: str, release: Release) -> Iterator[str]:
     from tests.conftest import new_database
 
     with new_database(pg_server) as dsn:
-        seed(dsn)
+        seed(dsn, release)
         yield dsn
 
 
@@ -188,7 +217,9 @@ def test_graphile_worker_config_shapes_and_errors() -> None:
         assert expected in str(e.value), str(e.value)
 
 
-def test_discover_finds_graphile_worker(worker_db: str, tmp_path: Path, capsys) -> None:
+def test_discover_finds_graphile_worker(
+    worker_db: str, release: Release, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "found.yml"
     assert run_discover(worker_db, "app", str(out)) == 0
     text = out.read_text()
@@ -196,8 +227,8 @@ def test_discover_finds_graphile_worker(worker_db: str, tmp_path: Path, capsys) 
     assert {"graphile_worker": "*"} in items
     assert not [i for i in items if "table" in i]  # its tables are not hand-rolled queues
     assert (
-        "# graphile-worker found in schema graphile_worker: migration 19 (graphile-worker "
-        "0.17); 3 queue(s): generate_report, resize_image, send_email" in text
+        f"# graphile-worker found in schema graphile_worker: {release.found}; 3 queue(s): "
+        "generate_report, resize_image, send_email" in text
     )
     capsys.readouterr()
 
@@ -210,14 +241,13 @@ def doctor(cfg: dict, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().out
 
 
-def test_doctor_reports_the_version_and_what_a_scrape_reads(worker_db: str, capsys) -> None:
+def test_doctor_reports_the_version_and_what_a_scrape_reads(
+    worker_db: str, release: Release, capsys
+) -> None:
     cfg = {"targets": [{"name": "app", "dsn": worker_db, "queues": [{"graphile_worker": "*"}]}]}
     rc, out = doctor(cfg, capsys)
     assert rc == 0, out
-    assert (
-        "graphile-worker found in schema graphile_worker: migration 19 (graphile-worker 0.17)"
-        in out
-    )
+    assert f"graphile-worker found in schema graphile_worker: {release.found}" in out
     assert "ok       graphile_worker.jobs holds 46 job(s), all unfinished" in out
     assert "1 of them failed for good" in out
     assert "_private" not in out  # the private tables are never named

@@ -2,7 +2,8 @@
 0.16, 0.17 and 0.18: migrations 17 to 20 of its `<schema>.migrations` table (0.16.x writes 18,
 0.17.x 19, 0.18.x 20). Read only through the public view `<schema>.jobs` that 0.16 made its
 API (migration 17): its tables are `_private_*` and change without notice, so the preset never
-reads them. Before 0.16 `jobs` is a table and the version is refused as unsupported.
+reads them. Before 0.16 `jobs` is a table and the version is refused as unsupported. Tested
+with 0.16.6, 0.17.3 and 0.18.0 driving their own schema (tests/test_preset_graphile_worker.py).
 
 The queue label is the job's task identifier (`task_identifier`), the one thing every job has
 and what a worker is registered for. graphile-worker's `queue_name` is a serialisation key

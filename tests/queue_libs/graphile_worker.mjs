@@ -19,7 +19,10 @@
 //   generate_report 1 locked by a worker that died
 //
 // Prints one JSON line: what was done, for the test to compare with.
-import { Logger, makeWorkerUtils, run, runMigrations, runOnce } from "graphile-worker";
+// GRAPHILE_WORKER_PACKAGE: which installed copy (graphile-worker-18: 0.18, on node 22)
+const { Logger, makeWorkerUtils, run, runMigrations, runOnce } = await import(
+  process.env.GRAPHILE_WORKER_PACKAGE || "graphile-worker"
+);
 
 const [command, schema = "graphile_worker"] = process.argv.slice(2);
 if (command !== "seed" && command !== "install") {

@@ -83,13 +83,14 @@ class PgqueuerKind(UnfinishedOnlyKind):
         missing += [f"log.{c}" for c in LOG_COLUMNS if c not in log.columns]
         status = queue.columns.get("status")
         labels = set(status.enum_labels or ()) if status else set()
-        if missing == ["attempts"] or (not missing and "failed" not in labels):
+        other = [c for c in missing if c != "attempts"]
+        if other:
+            raise self.unsupported(f"no column {', '.join(other)} in its tables")
+        if missing or "failed" not in labels:  # 1.0 added both
             raise self.unsupported(
                 "a schema without the attempts column or the failed status (pgqueuer 0.x; "
                 "`pgqueuer upgrade` brings it to the current schema)"
             )
-        if missing:
-            raise self.unsupported(f"no column {', '.join(missing)} in its tables")
         if not set(STATUSES) <= labels:
             raise self.unsupported(
                 f"status values {sorted(labels)} (expected {', '.join(STATUSES)})"

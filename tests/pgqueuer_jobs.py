@@ -16,12 +16,19 @@ as a worker that died leaves it. Entrypoints are the exporter's queue labels:
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+# pgqueuer 1.0.0, the oldest release the preset covers, beside the test extra's 1.6.0
+# (scripts/setup.sh installs it there)
+PGQUEUER_1_0 = ROOT / ".venv" / "pgqueuer-1.0.0"
 
 SEEDED = {
     "send_email": {"pending": 40, "scheduled": 3},
@@ -114,3 +121,24 @@ async def _seed(dsn: str) -> None:
 def seed(dsn: str) -> None:
     """The jobs of SEEDED, through pgqueuer's API (the schema must be installed)."""
     asyncio.run(_seed(dsn))
+
+
+def install_and_seed_with(dsn: str, release_dir: Path | None) -> None:
+    """install() and seed() in a process of their own that imports pgqueuer from
+    `release_dir` (None: the test extra's pgqueuer); fails (never skips) when it is missing."""
+    env = dict(os.environ)
+    if release_dir is not None:
+        if not (release_dir / "pgqueuer").is_dir():
+            raise AssertionError(f"{release_dir} is missing: scripts/setup.sh installs it")
+        env["PYTHONPATH"] = os.pathsep.join([str(release_dir), str(ROOT)])
+    else:
+        env["PYTHONPATH"] = str(ROOT)
+    code = (
+        "import sys; from tests import pgqueuer_jobs as p;"
+        " p.install(sys.argv[1]); p.seed(sys.argv[1])"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, dsn], env=env, capture_output=True, text=True, timeout=180
+    )
+    if r.returncode != 0:
+        raise AssertionError(f"pgqueuer seeding failed: {r.stdout}{r.stderr}")

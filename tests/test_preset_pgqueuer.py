@@ -1,6 +1,7 @@
-"""The pgqueuer: preset on a real PostgreSQL with pgqueuer's own schema: pgqueuer (PyPI, the test
-extra) installs it with its own command and enqueues, works, retries, holds and abandons the
-jobs through its API (tests/pgqueuer_jobs.py); the test then moves the backlog's times 20
+"""The pgqueuer: preset on a real PostgreSQL with pgqueuer's own schema: pgqueuer 1.6.0 (PyPI, the
+test extra) and pgqueuer 1.0.0 (the oldest release covered, installed beside it by scripts/setup.sh)
+install it with their own command and enqueue, work, retry, hold and abandon the jobs through
+their API (tests/pgqueuer_jobs.py); the test then moves the backlog's times 20
 minutes back with SQL rather than waiting (the abandoned job's stuck_after is 1 s instead).
 Every value is read from a real scrape of the real exporter, and the shipped queue alerts are
 evaluated by promtool on it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -37,9 +39,27 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
-def seed(dsn: str) -> None:
-    pgqueuer_jobs.install(dsn)
-    pgqueuer_jobs.seed(dsn)
+@dataclass(frozen=True)
+class Release:
+    version: str
+    where: Path | None  # the installed copy: None, the test extra's
+    found: str  # what the doctor and discover say
+
+
+RELEASES = [
+    Release(
+        "1.0.0", pgqueuer_jobs.PGQUEUER_1_0, "pgqueuer 1.0 to 1.3 (attempts column, no slot column)"
+    ),
+    Release("1.6.0", None, "pgqueuer 1.4 or later (slot column)"),
+]
+
+
+def seed(dsn: str, release: Release | None = None) -> None:
+    if release is None:  # the test extra's pgqueuer, in this process
+        pgqueuer_jobs.install(dsn)
+        pgqueuer_jobs.seed(dsn)
+    else:
+        pgqueuer_jobs.install_and_seed_with(dsn, release.where)
     with psycopg.connect(dsn, autocommit=True) as c:
         # the backlog has waited 20 minutes
         c.execute(
@@ -70,12 +90,17 @@ def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
     return s.value(name, target="app", queue=queue, **labels)
 
 
+@pytest.fixture(scope="module", params=RELEASES, ids=[r.version for r in RELEASES])
+def release(request) -> Release:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def pgqueuer_db(pg_server: str) -> Iterator[str]:
+def pgqueuer_db(pg_server: str, release: Release) -> Iterator[str]:
     from tests.conftest import new_database
 
     with new_database(pg_server) as dsn:
-        seed(dsn)
+        seed(dsn, release)
         yield dsn
 
 
@@ -194,7 +219,9 @@ def test_pgqueuer_config_shapes_and_errors() -> None:
         assert expected in str(e.value), str(e.value)
 
 
-def test_discover_finds_pgqueuer(pgqueuer_db: str, tmp_path: Path, capsys) -> None:
+def test_discover_finds_pgqueuer(
+    pgqueuer_db: str, release: Release, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "found.yml"
     assert run_discover(pgqueuer_db, "app", str(out)) == 0
     text = out.read_text()
@@ -203,7 +230,7 @@ def test_discover_finds_pgqueuer(pgqueuer_db: str, tmp_path: Path, capsys) -> No
     # pgqueuer's queue, log, statistics and schedules tables are not hand-rolled queues
     assert not [i for i in items if "table" in i], text
     assert (
-        "# pgqueuer found in schema public: pgqueuer 1.4 or later (slot column); 4 queue(s): "
+        f"# pgqueuer found in schema public: {release.found}; 4 queue(s): "
         "generate_report, notify, resize_image, send_email" in text
     )
     capsys.readouterr()

@@ -95,3 +95,34 @@ def test_discover_writes_each_library_with_its_version(
     assert s.value("runbook_queue_jobs", queue="emails", status="pending") == 60  # pg-boss's
     assert s.value("runbook_queue_jobs", queue="procrastinate_emails", status="pending") == 60
     assert s.value("runbook_collector_success", collector="queues") == 1
+
+
+def test_two_wildcards_finding_one_queue_name_serve_it_once(libraries_db, run_exporter) -> None:
+    """pg-boss and Procrastinate both have an `emails` queue: by hand-written "*" items (not
+    discover's, which names them apart) the first item serves it, the second gives way and the
+    run's error says so -- never two series of one label set."""
+    cfg = {
+        "targets": [
+            {
+                "name": "app",
+                "dsn": libraries_db,
+                "collect_interval": "1s",
+                "queues": [{"pg_boss": "*"}, {"procrastinate": "*"}],
+            }
+        ]
+    }
+    ex = run_exporter(cfg)
+    s = ex.wait_for(
+        lambda s: s.value("runbook_queue_jobs", queue="misc", status="pending") is not None,
+        what="both wildcards collected",
+    )
+    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    assert ups == dict.fromkeys(["emails", "idle", "reports", "misc"], 1)
+    assert len(s.values("runbook_queue_jobs", queue="emails", status="pending")) == 1
+    assert s.value("runbook_collector_success", collector="queues") == 0
+    err = next(
+        st.last.error
+        for key, st in ex.exporter.store.snapshot().items()
+        if key[1] == "queues" and st.last is not None
+    )
+    assert 'targets[0].queues[1]: queue "emails" is also found by an item before it' in err, err

@@ -249,6 +249,137 @@ def seed_good_job(dsn: str, finished: int, active: int) -> tuple[dict, str]:
     )
 
 
+@preset("graphile_worker")
+def seed_graphile_worker(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    """graphile-worker 0.17.3 (tests/queue_libs) runs its migrations; then its public SQL
+    functions: add_jobs adds the finished jobs and complete_jobs deletes them again (what
+    completing a job does: nothing of it stays), and of the active ones 70 % are due, 10 % due
+    in an hour, 10 % wait for a retry (reschedule_jobs with attempts 1), 5 % failed for good
+    (permanently_fail_jobs) and 5 % are locked -- the one state no public function makes (a
+    worker's get_jobs does), so its locked_at is set in the private table, here only. The jobs
+    table is vacuumed after each 100k batch, as autovacuum would."""
+    subprocess.run(
+        ["node", "graphile_worker.mjs", "install"],
+        cwd=ROOT / "tests" / "queue_libs",
+        env=_libpq_env(dsn),
+        check=True,
+        timeout=120,
+    )
+    add = (
+        "SELECT count(*) FROM graphile_worker.add_jobs(ARRAY(SELECT ROW('bench',"
+        " json_build_object('n', g), NULL, now() - g * interval '1 second', NULL, NULL, NULL,"
+        " NULL)::graphile_worker.job_spec FROM generate_series(1, %(n)s) g))"
+    )
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for start in range(0, finished, 100_000):
+            c.execute(add, {"n": min(100_000, finished - start)})
+            c.execute(
+                "SELECT count(*) FROM graphile_worker.complete_jobs(ARRAY(SELECT id FROM"
+                " graphile_worker.jobs))"
+            )
+            # what autovacuum does as the jobs go (it is off in the bench): the deleted rows'
+            # space is reused, so the heap stays the size of the largest backlog (100k here)
+            c.execute("VACUUM graphile_worker._private_jobs")
+        c.execute(add, {"n": active})
+        ids = [r[0] for r in c.execute("SELECT id FROM graphile_worker.jobs ORDER BY id")]
+        tenth, twentieth = len(ids) // 10, len(ids) // 20
+        later, retry = ids[:tenth], ids[tenth : 2 * tenth]
+        dead = ids[2 * tenth : 2 * tenth + twentieth]
+        locked = ids[2 * tenth + twentieth : 2 * tenth + 2 * twentieth]
+        c.execute(
+            "SELECT count(*) FROM graphile_worker.reschedule_jobs(%s, now() + interval '1 hour')",
+            (later,),
+        )
+        c.execute(
+            "SELECT count(*) FROM graphile_worker.reschedule_jobs(%s, now() + interval"
+            " '1 minute', attempts => 1)",
+            (retry,),
+        )
+        c.execute(
+            "SELECT count(*) FROM graphile_worker.permanently_fail_jobs(%s, 'bench')", (dead,)
+        )
+        c.execute(
+            "UPDATE graphile_worker._private_jobs SET locked_at = now() - interval '1 minute',"
+            " locked_by = 'bench', attempts = 1 WHERE id = ANY(%s)",
+            (locked,),
+        )
+    return {"graphile_worker": "bench"}, (
+        f"graphile-worker 0.17.3 (migration 19): {finished:,} jobs added and completed "
+        f"(deleted) 100k at a time, {active:,} unfinished (70 % due, 10 % later, to retry, "
+        "5 % failed for good, locked)"
+    )
+
+
+@preset("pgqueuer")
+def seed_pgqueuer(dsn: str, finished: int, active: int) -> tuple[dict, str]:
+    """pgqueuer 1.6.0 installs its schema with its own command; the finished jobs pass
+    through its queue table in batches of 100k (deleted and vacuumed) and are in its log as
+    pgqueuer writes them, three rows each (queued, picked, then successful -- every
+    50th exception) spread over 30 days; the active ones are enqueued through its API
+    (Queries.enqueue; 10 % with an hour's delay) and shaped as its queries leave them: 10 %
+    picked, 10 % re-queued by a retry (attempts 1), 5 % held failed."""
+    from datetime import timedelta
+
+    from tests import pgqueuer_jobs
+
+    pgqueuer_jobs.install(dsn)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        # the finished jobs passed through the queue table, 100k at a time, each batch deleted
+        # (as log_jobs does) and its space reclaimed (as autovacuum does; off in the bench)
+        for start in range(0, finished, 100_000):
+            c.execute(
+                "INSERT INTO pgqueuer (priority, status, entrypoint, payload)"
+                " SELECT 0, 'queued', 'bench', '\\x00' FROM generate_series(1, %(n)s)",
+                {"n": min(100_000, finished - start)},
+            )
+            c.execute("DELETE FROM pgqueuer")
+            c.execute("VACUUM pgqueuer")
+        c.execute(
+            "INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint, traceback,"
+            " aggregated)"
+            " SELECT t + s.o * interval '1 second', g, s.st::pgqueuer_status, 0, 'bench',"
+            " CASE WHEN s.st = 'exception' THEN '{}'::jsonb END, true"
+            " FROM generate_series(1, %(n)s) g,"
+            " LATERAL (SELECT now() - g * (interval '30 days' / %(n)s) AS t) x,"
+            " LATERAL (VALUES (-2, 'queued'), (-1, 'picked'),"
+            " (0, CASE WHEN g %% 50 = 0 THEN 'exception' ELSE 'successful' END)) s(o, st)",
+            {"n": finished},
+        )
+
+    async def enqueue() -> None:
+        from pgqueuer import PsycopgDriver
+        from pgqueuer.queries import Queries
+
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            delays = [timedelta(hours=1) if i % 10 == 0 else None for i in range(active)]
+            await Queries(PsycopgDriver(conn)).enqueue(
+                ["bench"] * active, [b"x"] * active, [0] * active, delays
+            )
+
+    asyncio.run(enqueue())
+    with psycopg.connect(dsn, autocommit=True) as c:
+        due = "SELECT id FROM pgqueuer WHERE status = 'queued' AND execute_after <= now()"
+        c.execute(
+            f"UPDATE pgqueuer SET status = 'picked', heartbeat = now() WHERE id IN ({due}"
+            " ORDER BY id LIMIT %(n)s)",
+            {"n": active // 10},
+        )
+        c.execute(
+            f"UPDATE pgqueuer SET attempts = 1, execute_after = now() + interval '1 minute'"
+            f" WHERE id IN ({due} AND attempts = 0 ORDER BY id DESC LIMIT %(n)s)",
+            {"n": active // 10},
+        )
+        c.execute(
+            f"UPDATE pgqueuer SET status = 'failed' WHERE id IN ({due} AND attempts = 0"
+            " ORDER BY id LIMIT %(n)s)",
+            {"n": active // 20},
+        )
+    return {"pgqueuer": "bench"}, (
+        f"pgqueuer 1.6.0: {finished:,} finished jobs as {3 * finished:,} log rows over 30 days, "
+        f"{active:,} unfinished (65 % due, 10 % later, picked, retried, 5 % held failed)"
+    )
+
+
 # --- measuring ------------------------------------------------------------------------------
 
 

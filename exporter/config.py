@@ -414,14 +414,63 @@ class GoodJobQueue(LibraryQueue):
         return f"{super().describe()}; stuck: performed by a process silent for 300s + stuck_after"
 
 
+class GraphileWorkerQueue(LibraryQueue):
+    """A graphile-worker task identifier (exporter/queuekinds/graphile_worker.py)."""
+
+    kind: ClassVar[str] = "graphile_worker"
+    library: ClassVar[str] = "graphile-worker"
+    default_schema: ClassVar[str] = "graphile_worker"
+    graphile_worker: LibraryQueueName
+
+    def describe(self) -> str:
+        if self.wildcard:
+            return (
+                f"every graphile-worker task with jobs in {self.schema_name}.jobs "
+                f"(at most {self.max_queues})"
+            )
+        return f"graphile-worker task {self.queue} (view {self.schema_name}.jobs)"
+
+
+PGQUEUER_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class PgqueuerQueue(LibraryQueue):
+    """A pgqueuer entrypoint (exporter/queuekinds/pgqueuer.py)."""
+
+    kind: ClassVar[str] = "pgqueuer"
+    library: ClassVar[str] = "pgqueuer"
+    default_schema: ClassVar[str] = "public"
+    pgqueuer: LibraryQueueName
+    # pgqueuer's PGQUEUER_PREFIX: prepended to its table names (billing_pgqueuer...)
+    prefix: str = ""
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and not PGQUEUER_PREFIX_RE.match(v):
+            raise ValueError(
+                "invalid pgqueuer prefix: lowercase letters, digits and _ (what "
+                "PGQUEUER_PREFIX was when pgqueuer installed its tables)"
+            )
+        return v
+
+    def describe(self) -> str:
+        table = f"{self.schema_name}.{self.prefix}pgqueuer"
+        if self.wildcard:
+            return f"every pgqueuer entrypoint of {table} (at most {self.max_queues})"
+        return f"pgqueuer entrypoint {self.queue} ({table})"
+
+
 # the library presets, by config key; presets-b and presets-c add theirs here
 LIBRARY_QUEUES: dict[str, type[LibraryQueue]] = {
     m.kind: m
     for m in (
         PgBossQueue,
+        GraphileWorkerQueue,
         RiverQueue,
         ObanQueue,
         ProcrastinateQueue,
+        PgqueuerQueue,
         SolidQueueQueue,
         GoodJobQueue,
     )

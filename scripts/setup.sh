@@ -23,6 +23,11 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# pgqueuer 1.0.0 beside the test extra's 1.6.0: the oldest schema the pgqueuer preset covers,
+# made and driven by that release's own install command and API (tests/test_preset_pgqueuer.py
+# runs it with PYTHONPATH=.venv/pgqueuer-1.0.0)
+[ -d .venv/pgqueuer-1.0.0/pgqueuer ] || .venv/bin/python -m pip install -q \
+  --disable-pip-version-check --no-deps --target .venv/pgqueuer-1.0.0 pgqueuer==1.0.0
 
 # the job libraries on npm the queue preset tests drive through their own APIs (pg-boss,
 # graphile-worker: tests/queue_libs/package.json, versions pinned by its package-lock.json; it

@@ -476,8 +476,3 @@ async def _table_of(conn: psycopg.AsyncConnection, index: str, schema: str) -> s
         (index, schema),
     )
     return str(row[0]).rsplit(".", 1)[-1] if row else f"index {index}"
-
-
-def _names(column: str | None, cond: str) -> bool:
-    """Whether an Index Cond names `column` (a whole word: `id` is not in `job_id`)."""
-    return column is not None and re.search(rf"\b{re.escape(column)}\b", cond) is not None

@@ -16,24 +16,13 @@ succeeded. `reports`: 2 queued, nothing finishing;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 from tests.queue_libs import good_job_schema as gj
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(dsn: str, schema: str = "public") -> None:
@@ -77,56 +66,24 @@ def seed(dsn: str, schema: str = "public") -> None:
         c.execute(psycopg.sql.SQL("ANALYZE {}").format(psycopg.sql.Identifier(schema, "good_jobs")))
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"good_job": "default"},
-                    {"good_job": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module")
-def gj_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"good_job": "default"},
+    {"good_job": "*", "thresholds": {"depth_warning": 7}},
+)
+gj_db = presets.database_fixture(seed)
 
 
 @pytest.fixture
 def gj_scrape(gj_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(gj_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "idle", status="pending") is not None
-        ),
-        what="a GoodJob scrape",
+    return presets.scrape_when_ready(
+        run_exporter, presets.preset_config(gj_db, *ITEMS), "idle", "a GoodJob scrape"
     )
-
-
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
 def test_good_job_states_in_a_real_scrape(gj_scrape: Scrape) -> None:
     s = gj_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("default", "reports", "idle")
-    }
+    jobs = roles_of(s, ("default", "reports", "idle"))
     assert jobs["default"] == {
         "pending": 60,
         "scheduled": 4,
@@ -146,13 +103,10 @@ def test_good_job_states_in_a_real_scrape(gj_scrape: Scrape) -> None:
     assert val(s, "runbook_queue_recent_jobs", "idle", outcome="completed") == 0
     # a planner estimate (the queue and finished conditions taken as independent)
     assert 3 <= val(s, "runbook_queue_jobs_estimated", "default", status="completed") <= 10
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"default": 1, "reports": 1, "idle": 1}
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_good_job_scrape(gj_scrape, tmp_path) -> None:
@@ -166,19 +120,7 @@ def test_queue_alerts_fire_in_promtool_on_the_good_job_scrape(gj_scrape, tmp_pat
         ("QueueWorkerStalled", "warning", "reports"),  # queued, nothing finished
         ("QueueWorkerStalled", "critical", "reports"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(gj_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
-
-
-def doctor_out(dsn: str, items: str, capsys) -> str:
-    run_doctor(parse_config(f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n{items}"))
-    return capsys.readouterr().out
+    presets.assert_queue_alerts(gj_scrape, firing, tmp_path)
 
 
 def test_doctor_reports_the_good_job_schema_and_a_missing_index(pg_server, capsys) -> None:
@@ -191,7 +133,7 @@ def test_doctor_reports_the_good_job_schema_and_a_missing_index(pg_server, capsy
         with psycopg.connect(dsn, autocommit=True) as c:
             gj.install(c, "jobs")
             gj.bulk(c, 40000, 300, schema="jobs")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "GoodJob found in schema jobs: GoodJob 4.18+ schema" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out
         assert "queues q0, q1, q2: the recent query is bounded by an index" in out
@@ -199,7 +141,7 @@ def test_doctor_reports_the_good_job_schema_and_a_missing_index(pg_server, capsy
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute("DROP INDEX jobs.index_good_jobs_jobs_on_finished_at_only")
             c.execute("DROP INDEX jobs.index_good_jobs_on_queue_name")  # as before 4.18
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "GoodJob 4.0 to 4.17 schema" in out
         assert "queues q0, q1, q2: no index bounds the recent query" in out
         assert "CREATE INDEX CONCURRENTLY index_good_jobs_jobs_on_finished_at_only" in out
@@ -209,25 +151,8 @@ def test_missing_and_unsupported_good_job_are_named(fresh_db, run_exporter) -> N
     with psycopg.connect(fresh_db, autocommit=True) as c:
         gj.install(c, "old")
         c.execute("ALTER TABLE old.good_jobs DROP COLUMN error_event")  # GoodJob 3.x
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [{"good_job": "default", "schema": "old"}, {"good_job": "x"}],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter, fresh_db, {"good_job": "default", "schema": "old"}, {"good_job": "x"}
     )
     assert (
         "targets[0].queues[0].good_job: unsupported GoodJob version: good_jobs has no column"
@@ -237,14 +162,11 @@ def test_missing_and_unsupported_good_job_are_named(fresh_db, run_exporter) -> N
 
 
 def test_good_job_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(base + "      - good_job: '*'\n        schema: jobs\n")
-    (item,) = cfg.targets[0].queues
+    (item,) = presets.parse_items("      - good_job: '*'\n        schema: jobs\n")
     assert (item.label, item.schema_name, item.max_queues) == (None, "jobs", 50)
-    for items, expected in [
-        ("      - good_job: a\n        rescue_after: 1h\n", "queues[0].rescue_after: unknown"),
-        ("      - good_job: '*'\n        name: x\n", "queues[0].name: name is for one queue"),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            ("      - good_job: a\n        rescue_after: 1h\n", "queues[0].rescue_after: unknown"),
+            ("      - good_job: '*'\n        name: x\n", "queues[0].name: name is for one queue"),
+        ]
+    )

@@ -24,20 +24,10 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from exporter.config import ConfigError, parse_config
 from exporter.discover import run_discover
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    run_queue_lib,
-    scrape_series,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean, run_queue_lib
+from tests.presets import roles_of, val
 
 
 @dataclass(frozen=True)
@@ -74,25 +64,12 @@ def seed(dsn: str, release: Release) -> None:
     }
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"graphile_worker": "send_email", "thresholds": {"depth_warning": 30}},
-                    {"graphile_worker": "generate_report", "name": "reports", "stuck_after": "1s"},
-                    {"graphile_worker": "*"},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
+# the queue items of the scraped config
+ITEMS = (
+    {"graphile_worker": "send_email", "thresholds": {"depth_warning": 30}},
+    {"graphile_worker": "generate_report", "name": "reports", "stuck_after": "1s"},
+    {"graphile_worker": "*"},
+)
 
 
 @pytest.fixture(scope="module", params=RELEASES, ids=[r.version for r in RELEASES])
@@ -111,23 +88,19 @@ def worker_db(pg_server: str, release: Release) -> Iterator[str]:
 
 @pytest.fixture
 def worker_scrape(worker_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(worker_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "resize_image", status="dead") is not None
-            and val(s, "runbook_queue_stuck_jobs", "reports") == 1
-        ),
-        what="a graphile-worker scrape",
+    return presets.scrape_when_ready(
+        run_exporter,
+        presets.preset_config(worker_db, *ITEMS),
+        "resize_image",
+        "a graphile-worker scrape",
+        status="dead",
+        also=lambda s: val(s, "runbook_queue_stuck_jobs", "reports") == 1,
     )
 
 
 def test_graphile_worker_states_in_a_real_scrape(worker_scrape: Scrape) -> None:
     s = worker_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("send_email", "reports", "resize_image")
-    }
+    jobs = roles_of(s, ("send_email", "reports", "resize_image"))
     assert jobs["send_email"] == {
         "pending": 40,
         "scheduled": 3,
@@ -158,16 +131,13 @@ def test_graphile_worker_states_in_a_real_scrape(worker_scrape: Scrape) -> None:
     # graphile-worker deletes completed jobs and counts nothing: no throughput is claimed
     assert not s.labelsets("runbook_queue_recent_jobs")
     assert not s.labelsets("runbook_queue_jobs_estimated")
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     # "*" finds the task identifiers of the jobs in the view, less the two named
     assert ups == {"send_email": 1, "reports": 1, "resize_image": 1}
     assert s.value("runbook_queue_stuck_after_seconds", queue="reports") == 1
     assert s.value("runbook_queue_depth_threshold", queue="send_email", severity="warning") == 30
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_graphile_worker_scrape(
@@ -182,39 +152,31 @@ def test_queue_alerts_fire_in_promtool_on_the_graphile_worker_scrape(
         ("QueueJobsStuck", "warning", "reports"),  # locked by a worker that died
         ("QueueRetriesExhausted", "warning", "resize_image"),  # attempts = max_attempts
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(worker_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
+    presets.assert_queue_alerts(worker_scrape, firing, tmp_path)
 
 
 def test_graphile_worker_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(base + "      - graphile_worker: send_email\n      - graphile_worker: '*'\n")
-    one, star = cfg.targets[0].queues
+    one, star = presets.parse_items(
+        "      - graphile_worker: send_email\n      - graphile_worker: '*'\n"
+    )
     assert (one.label, one.schema_name, one.stuck_after) == ("send_email", "graphile_worker", 300)
     assert star.label is None and star.max_queues == 50
-    for items, expected in [
-        (
-            "      - graphile_worker: x\n        prefix: a_\n",
-            "targets[0].queues[0].prefix: unknown key",
-        ),
-        (
-            "      - graphile_worker: '*'\n        name: x\n",
-            "targets[0].queues[0].name: name is for one queue",
-        ),
-        (
-            "      - graphile_worker: x\n        schema: a.b\n",
-            "targets[0].queues[0].schema: invalid schema name 'a.b'",
-        ),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            (
+                "      - graphile_worker: x\n        prefix: a_\n",
+                "targets[0].queues[0].prefix: unknown key",
+            ),
+            (
+                "      - graphile_worker: '*'\n        name: x\n",
+                "targets[0].queues[0].name: name is for one queue",
+            ),
+            (
+                "      - graphile_worker: x\n        schema: a.b\n",
+                "targets[0].queues[0].schema: invalid schema name 'a.b'",
+            ),
+        ]
+    )
 
 
 def test_discover_finds_graphile_worker(
@@ -236,16 +198,11 @@ def test_discover_finds_graphile_worker(
 # --- doctor ---------------------------------------------------------------------------------
 
 
-def doctor(cfg: dict, capsys) -> tuple[int, str]:
-    rc = run_doctor(parse_config(yaml.safe_dump(cfg), "doctor-test.yml"))
-    return rc, capsys.readouterr().out
-
-
 def test_doctor_reports_the_version_and_what_a_scrape_reads(
     worker_db: str, release: Release, capsys
 ) -> None:
     cfg = {"targets": [{"name": "app", "dsn": worker_db, "queues": [{"graphile_worker": "*"}]}]}
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 0, out
     assert f"graphile-worker found in schema graphile_worker: {release.found}" in out
     assert "ok       graphile_worker.jobs holds 46 job(s), all unfinished" in out
@@ -267,7 +224,7 @@ def test_the_view_alone_is_enough(worker_db: str, pg_server: str, capsys) -> Non
         params = {**conninfo_to_dict(worker_db), "user": role, "password": password}
         dsn = make_conninfo(**params)
         cfg = {"targets": [{"name": "app", "dsn": dsn, "queues": [{"graphile_worker": "*"}]}]}
-        _, out = doctor(cfg, capsys)
+        _, out = presets.doctor_rc(cfg, capsys)
         assert (
             "ok       graphile-worker found in schema graphile_worker: 0.16 or later (the jobs "
             "view; graphile_worker.migrations is not readable" in out
@@ -290,12 +247,12 @@ def test_graphile_worker_before_0_16_is_refused(fresh_db: str, capsys) -> None:
             " run_at timestamptz, attempts int, max_attempts int, locked_at timestamptz)"
         )
     cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [{"graphile_worker": "x"}]}]}
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 1, out
     assert (
         "targets[0].queues[0].graphile_worker: unsupported graphile-worker version:"
         ' "graphile_worker.jobs" is a table (graphile-worker 0.15 or older)' in out
     )
     cfg["targets"][0]["queues"] = [{"graphile_worker": "x", "schema": "gw"}]
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert 'schema "gw" does not exist' in out

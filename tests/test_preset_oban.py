@@ -15,25 +15,14 @@ by "*" (Oban has no table of queues: "*" finds the queues of its unfinished jobs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import psycopg
 import pytest
 from psycopg import sql
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 from tests.queue_libs import oban_schema as oban
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(dsn: str, prefix: str = "public") -> None:
@@ -70,56 +59,24 @@ def seed(dsn: str, prefix: str = "public") -> None:
         c.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(prefix, "oban_jobs")))
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"oban": "mailers"},
-                    {"oban": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module")
-def oban_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"oban": "mailers"},
+    {"oban": "*", "thresholds": {"depth_warning": 7}},
+)
+oban_db = presets.database_fixture(seed)
 
 
 @pytest.fixture
 def oban_scrape(oban_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(oban_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "exports", status="pending") is not None
-        ),
-        what="an Oban scrape",
+    return presets.scrape_when_ready(
+        run_exporter, presets.preset_config(oban_db, *ITEMS), "exports", "an Oban scrape"
     )
-
-
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
 def test_oban_states_in_a_real_scrape(oban_scrape: Scrape) -> None:
     s = oban_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("mailers", "reports", "exports")
-    }
+    jobs = roles_of(s, ("mailers", "reports", "exports"))
     assert jobs["mailers"] == {
         "pending": 60,
         "scheduled": 4,
@@ -143,14 +100,11 @@ def test_oban_states_in_a_real_scrape(oban_scrape: Scrape) -> None:
     assert val(s, "runbook_queue_recent_jobs", "mailers", outcome="completed") == 5
     assert val(s, "runbook_queue_recent_jobs", "mailers", outcome="failed") == 3
     assert val(s, "runbook_queue_jobs_estimated", "mailers", status="completed") == 5
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"mailers": 1, "reports": 1, "exports": 1}
     assert s.value("runbook_queue_depth_threshold", queue="reports", severity="warning") == 7
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_oban_scrape(oban_scrape, tmp_path) -> None:
@@ -164,19 +118,7 @@ def test_queue_alerts_fire_in_promtool_on_the_oban_scrape(oban_scrape, tmp_path)
         ("QueueWorkerStalled", "warning", "reports"),  # waiting, nothing finished
         ("QueueWorkerStalled", "critical", "reports"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(oban_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
-
-
-def doctor_out(dsn: str, items: str, capsys) -> str:
-    run_doctor(parse_config(f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n{items}"))
-    return capsys.readouterr().out
+    presets.assert_queue_alerts(oban_scrape, firing, tmp_path)
 
 
 def test_doctor_reports_the_oban_version_and_the_index_recent_needs(pg_server, capsys) -> None:
@@ -191,7 +133,7 @@ def test_doctor_reports_the_oban_version_and_the_index_recent_needs(pg_server, c
         with psycopg.connect(dsn, autocommit=True) as c:
             oban.install(c, "oban")
             oban.bulk(c, 40000, 300, prefix="oban")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "Oban found in schema oban: Oban migration 14 (Oban 2.21 to 2.23;" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out
         assert "queues q0, q1, q2: no index bounds the recent query" in out
@@ -200,7 +142,7 @@ def test_doctor_reports_the_oban_version_and_the_index_recent_needs(pg_server, c
             c.execute("CREATE INDEX ON oban.oban_jobs (state, completed_at)")
             c.execute("COMMENT ON TABLE oban.oban_jobs IS NULL")  # migrated by hand
             c.execute("ANALYZE oban.oban_jobs")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "Oban migration 14 (Oban 2.21 to 2.23; inferred from the catalog)" in out
         assert "FINDING" not in out, out
 
@@ -208,25 +150,8 @@ def test_doctor_reports_the_oban_version_and_the_index_recent_needs(pg_server, c
 def test_unsupported_and_missing_oban_are_named(fresh_db, run_exporter) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         oban.install(c, "old", version=8)  # Oban 2.2: no cancelled state yet
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [{"oban": "mailers", "schema": "old"}, {"oban": "x"}],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter, fresh_db, {"oban": "mailers", "schema": "old"}, {"oban": "x"}
     )
     assert (
         "targets[0].queues[0].oban: unsupported Oban version: migration 8 (before Oban 2.3);"
@@ -236,15 +161,12 @@ def test_unsupported_and_missing_oban_are_named(fresh_db, run_exporter) -> None:
 
 
 def test_oban_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(base + "      - oban: mailers\n        prefix: jobs\n")
-    (item,) = cfg.targets[0].queues
+    (item,) = presets.parse_items("      - oban: mailers\n        prefix: jobs\n")
     assert (item.label, item.schema_name, item.rescue_after) == ("mailers", "jobs", 3600.0)
-    for items, expected in [
-        ("      - oban: a\n        prefix: a\n        schema: b\n", "give schema or prefix"),
-        ("      - oban: a\n        rescue_after: -1s\n", "queues[0].rescue_after"),
-        ("      - oban: a\n        max_attempts: 3\n", "queues[0].max_attempts: unknown key"),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            ("      - oban: a\n        prefix: a\n        schema: b\n", "give schema or prefix"),
+            ("      - oban: a\n        rescue_after: -1s\n", "queues[0].rescue_after"),
+            ("      - oban: a\n        max_attempts: 3\n", "queues[0].max_attempts: unknown key"),
+        ]
+    )

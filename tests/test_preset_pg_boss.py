@@ -16,25 +16,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    run_queue_lib,
-    scrape_series,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean, run_queue_lib
+from tests.presets import ROLES, roles_of, val
 
 # npm package -> (node 22 needed, what the doctor says it found)
 VERSIONS = {
@@ -75,55 +63,25 @@ def grow(dsn: str, schema: str, n: int = 20000) -> None:
         c.execute(f"ANALYZE {schema}.job")
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"pg_boss": "emails"},
-                    {"pg_boss": "reports", "name": "reports_q"},
-                    {"pg_boss": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module", params=sorted(VERSIONS))
-def boss_db(pg_server: str, request) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn, request.param)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"pg_boss": "emails"},
+    {"pg_boss": "reports", "name": "reports_q"},
+    {"pg_boss": "*", "thresholds": {"depth_warning": 7}},
+)
+boss_db = presets.database_fixture(seed, sorted(VERSIONS))
 
 
 @pytest.fixture
 def boss_scrape(boss_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(boss_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "idle", status="pending") is not None
-        ),
-        what="a pg-boss scrape",
+    return presets.scrape_when_ready(
+        run_exporter, presets.preset_config(boss_db, *ITEMS), "idle", "a pg-boss scrape"
     )
 
 
 def test_pg_boss_states_in_a_real_scrape(boss_scrape: Scrape) -> None:
     s = boss_scrape
-    roles = ("pending", "scheduled", "processing", "failed", "dead")
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in roles}
-        for q in ("emails", "reports_q", "idle")
-    }
+    jobs = roles_of(s, ("emails", "reports_q", "idle"))
     assert jobs["emails"] == {
         "pending": 60,
         "scheduled": 2,
@@ -138,7 +96,7 @@ def test_pg_boss_states_in_a_real_scrape(boss_scrape: Scrape) -> None:
         "failed": 0,
         "dead": 0,
     }
-    assert jobs["idle"] == dict.fromkeys(roles, 0)
+    assert jobs["idle"] == dict.fromkeys(ROLES, 0)
     assert 1200 <= val(s, "runbook_queue_oldest_pending_age_seconds", "emails") < 1300
     assert val(s, "runbook_queue_stuck_jobs", "emails") == 1
     assert val(s, "runbook_queue_retries_exhausted_jobs", "emails") == 1
@@ -147,7 +105,7 @@ def test_pg_boss_states_in_a_real_scrape(boss_scrape: Scrape) -> None:
     assert val(s, "runbook_queue_recent_jobs", "emails", outcome="failed") == 2
     assert val(s, "runbook_queue_jobs_estimated", "emails", status="completed") == 4
     assert val(s, "runbook_queue_dead_letter_jobs", "emails") is None
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"emails": 1, "reports_q": 1, "idle": 1}  # "*" skips the two named ones
     assert s.value("runbook_queue_depth_threshold", queue="idle", severity="warning") == 7
     # the library keeps a retry limit per job: no max_retries series for a preset
@@ -155,9 +113,6 @@ def test_pg_boss_states_in_a_real_scrape(boss_scrape: Scrape) -> None:
     assert s.value("runbook_queue_stuck_after_seconds", queue="emails") == 300
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_pg_boss_scrape(boss_scrape, tmp_path) -> None:
@@ -171,19 +126,7 @@ def test_queue_alerts_fire_in_promtool_on_the_pg_boss_scrape(boss_scrape, tmp_pa
         ("QueueWorkerStalled", "warning", "reports_q"),  # waiting, nothing finished
         ("QueueWorkerStalled", "critical", "reports_q"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(boss_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
-
-
-def doctor_of(dsn: str, items: str, capsys) -> str:
-    run_doctor(parse_config(f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n{items}"))
-    return capsys.readouterr().out
+    presets.assert_queue_alerts(boss_scrape, firing, tmp_path)
 
 
 def test_doctor_reports_pg_boss_10_and_the_indexes_it_lacks(pg_server, capsys) -> None:
@@ -192,7 +135,7 @@ def test_doctor_reports_pg_boss_10_and_the_indexes_it_lacks(pg_server, capsys) -
     with new_database(pg_server) as dsn:
         seed(dsn, "pg-boss")
         grow(dsn, "pgboss")
-        out = doctor_of(dsn, "      - pg_boss: emails\n", capsys)
+        out = presets.doctor_out(dsn, "      - pg_boss: emails\n", capsys)
         assert "pg-boss found in schema pgboss: schema version 24 (pg-boss 10)" in out
         # pg-boss 10 indexes created and retry jobs only; running, failed, finished ones not
         assert "queue emails: no index bounds the state query" in out, out
@@ -204,7 +147,7 @@ def test_doctor_reports_pg_boss_10_and_the_indexes_it_lacks(pg_server, capsys) -
             for fix in re.findall(r"CREATE INDEX [^;]*;", out):
                 c.execute(fix)
             c.execute("ANALYZE pgboss.job")
-        out = doctor_of(dsn, "      - pg_boss: emails\n", capsys)
+        out = presets.doctor_out(dsn, "      - pg_boss: emails\n", capsys)
         for query in ("state", "recent"):
             assert f"queue emails: the {query} query is bounded by an index" in out, out
         assert "FINDING" not in out, out
@@ -216,7 +159,7 @@ def test_doctor_is_content_with_pg_boss_12s_own_indexes(pg_server, capsys) -> No
     with new_database(pg_server) as dsn:
         seed(dsn, "pg-boss-12", "boss")
         grow(dsn, "boss")
-        out = doctor_of(dsn, "      - pg_boss: '*'\n        schema: boss\n", capsys)
+        out = presets.doctor_out(dsn, "      - pg_boss: '*'\n        schema: boss\n", capsys)
     assert "pg-boss found in schema boss: schema version 46 (pg-boss 12)" in out
     assert "3 pg-boss queue(s) are collected" in out
     for query in ("state", "recent"):
@@ -230,25 +173,8 @@ def test_unsupported_and_missing_pg_boss_are_named(fresh_db, run_exporter) -> No
         c.execute("CREATE SCHEMA pgboss")  # what pg-boss 9 left: schema version 20
         c.execute("CREATE TABLE pgboss.version (version int primary key)")
         c.execute("INSERT INTO pgboss.version VALUES (20)")
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [{"pg_boss": "emails"}, {"pg_boss": "x", "schema": "nowhere"}],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter, fresh_db, {"pg_boss": "emails"}, {"pg_boss": "x", "schema": "nowhere"}
     )
     assert (
         "targets[0].queues[0].pg_boss: unsupported pg-boss version: schema version 20 "
@@ -258,33 +184,37 @@ def test_unsupported_and_missing_pg_boss_are_named(fresh_db, run_exporter) -> No
 
 
 def test_pg_boss_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(base + "      - pg_boss: '*'\n        max_queues: 5\n")
-    (star,) = cfg.targets[0].queues
+    (star,) = presets.parse_items("      - pg_boss: '*'\n        max_queues: 5\n")
     assert (star.label, star.schema_name, star.max_queues, star.stuck_after) == (
         None,
         "pgboss",
         5,
         300.0,
     )
-    for items, expected in [
-        ("      - pg_boss: a\n        max_queues: 3\n", 'max_queues only applies to pg_boss: "*"'),
-        ("      - pg_boss: '*'\n        name: x\n", "targets[0].queues[0].name: name is for one"),
-        ("      - pg_boss: ''\n", "targets[0].queues[0].pg_boss: give one of the library's queue"),
-        ("      - pg_boss: a\n        schema: a.b\n", "invalid schema name 'a.b'"),
-        ("      - pg_boss: a\n        retry_limit: 3\n", "queues[0].retry_limit: unknown key"),
-        ("      - pg_boss: '*'\n      - pg_boss: '*'\n", 'give pg_boss: "*" at most once'),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            (
+                "      - pg_boss: a\n        max_queues: 3\n",
+                'max_queues only applies to pg_boss: "*"',
+            ),
+            (
+                "      - pg_boss: '*'\n        name: x\n",
+                "targets[0].queues[0].name: name is for one",
+            ),
+            (
+                "      - pg_boss: ''\n",
+                "targets[0].queues[0].pg_boss: give one of the library's queue",
+            ),
+            ("      - pg_boss: a\n        schema: a.b\n", "invalid schema name 'a.b'"),
+            ("      - pg_boss: a\n        retry_limit: 3\n", "queues[0].retry_limit: unknown key"),
+            ("      - pg_boss: '*'\n      - pg_boss: '*'\n", 'give pg_boss: "*" at most once'),
+        ]
+    )
 
 
 def test_star_logs_the_queues_max_queues_leaves_out(boss_db, run_exporter, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="exporter.queuekinds.library")
-    cfg = config(boss_db)
-    cfg["targets"][0]["queues"] = [{"pg_boss": "*", "max_queues": 2}]
-    ex = run_exporter(cfg)
+    ex = run_exporter(presets.preset_config(boss_db, {"pg_boss": "*", "max_queues": 2}))
     s = ex.wait_for(
         lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 1,
         what="a pg-boss scrape",

@@ -13,8 +13,6 @@ resize_image (5 successful, 1 re-queued by a retry, 1 failed and held), notify (
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +21,10 @@ import psycopg
 import pytest
 import yaml
 
-from exporter.config import ConfigError, parse_config
 from exporter.discover import run_discover
-from exporter.doctor import run_doctor
-from tests import pgqueuer_jobs
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
+from tests import pgqueuer_jobs, presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 
 
 @dataclass(frozen=True)
@@ -69,25 +57,12 @@ def seed(dsn: str, release: Release | None = None) -> None:
         )
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"pgqueuer": "send_email", "thresholds": {"depth_warning": 30}},
-                    {"pgqueuer": "generate_report", "name": "reports", "stuck_after": "1s"},
-                    {"pgqueuer": "*", "recent_window": "1h"},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
+# the queue items of the scraped config
+ITEMS = (
+    {"pgqueuer": "send_email", "thresholds": {"depth_warning": 30}},
+    {"pgqueuer": "generate_report", "name": "reports", "stuck_after": "1s"},
+    {"pgqueuer": "*", "recent_window": "1h"},
+)
 
 
 @pytest.fixture(scope="module", params=RELEASES, ids=[r.version for r in RELEASES])
@@ -106,23 +81,18 @@ def pgqueuer_db(pg_server: str, release: Release) -> Iterator[str]:
 
 @pytest.fixture
 def pgqueuer_scrape(pgqueuer_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(pgqueuer_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "notify", status="pending") is not None
-            and val(s, "runbook_queue_stuck_jobs", "reports") == 1
-        ),
-        what="a pgqueuer scrape",
+    return presets.scrape_when_ready(
+        run_exporter,
+        presets.preset_config(pgqueuer_db, *ITEMS),
+        "notify",
+        "a pgqueuer scrape",
+        also=lambda s: val(s, "runbook_queue_stuck_jobs", "reports") == 1,
     )
 
 
 def test_pgqueuer_states_in_a_real_scrape(pgqueuer_scrape: Scrape) -> None:
     s = pgqueuer_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("send_email", "reports", "resize_image", "notify")
-    }
+    jobs = roles_of(s, ("send_email", "reports", "resize_image", "notify"))
     assert jobs["send_email"] == {
         "pending": 40,
         "scheduled": 3,
@@ -161,14 +131,11 @@ def test_pgqueuer_states_in_a_real_scrape(pgqueuer_scrape: Scrape) -> None:
         "notify": {"completed": 2, "failed": 1},
     }
     assert not s.labelsets("runbook_queue_jobs_estimated")  # not estimated (docs/queues.md)
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"send_email": 1, "reports": 1, "resize_image": 1, "notify": 1}
     assert s.value("runbook_queue_recent_window_seconds", queue="notify") == 3600
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_pgqueuer_scrape(
@@ -186,37 +153,27 @@ def test_queue_alerts_fire_in_promtool_on_the_pgqueuer_scrape(
         ("QueueFailureRatioHigh", "warning", "notify"),  # 1 of 3
         ("QueueFailureRatioHigh", "critical", "notify"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(pgqueuer_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
+    presets.assert_queue_alerts(pgqueuer_scrape, firing, tmp_path)
 
 
 def test_pgqueuer_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(
-        base + "      - pgqueuer: send_email\n      - pgqueuer: '*'\n        prefix: billing_\n"
+    one, star = presets.parse_items(
+        "      - pgqueuer: send_email\n      - pgqueuer: '*'\n        prefix: billing_\n"
     )
-    one, star = cfg.targets[0].queues
     assert (one.label, one.schema_name, one.prefix) == ("send_email", "public", "")
     assert star.prefix == "billing_" and star.label is None
-    for items, expected in [
-        (
-            "      - pgqueuer: x\n        prefix: 'a b'\n",
-            "targets[0].queues[0].prefix: invalid pgqueuer prefix: lowercase letters",
-        ),
-        (
-            "      - pgqueuer: x\n        max_queues: 3\n",
-            'targets[0].queues[0].max_queues: max_queues only applies to pgqueuer: "*"',
-        ),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            (
+                "      - pgqueuer: x\n        prefix: 'a b'\n",
+                "targets[0].queues[0].prefix: invalid pgqueuer prefix: lowercase letters",
+            ),
+            (
+                "      - pgqueuer: x\n        max_queues: 3\n",
+                'targets[0].queues[0].max_queues: max_queues only applies to pgqueuer: "*"',
+            ),
+        ]
+    )
 
 
 def test_discover_finds_pgqueuer(
@@ -239,21 +196,13 @@ def test_discover_finds_pgqueuer(
 def test_check_config_says_what_each_preset_item_reads(tmp_path) -> None:
     """--check-config takes both presets' items (graphile-worker's too) and says what each
     reads."""
-    path = tmp_path / "c.yml"
-    path.write_text(
+    out = presets.check_config_out(
+        tmp_path,
         "targets:\n  - name: app\n    dsn: 'host=127.0.0.1 dbname=app'\n    queues:\n"
         "      - graphile_worker: send_email\n      - graphile_worker: '*'\n"
         "      - pgqueuer: send_email\n        name: billing_email\n        prefix: billing_\n"
-        "      - pgqueuer: '*'\n"
+        "      - pgqueuer: '*'\n",
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
     for line in (
         "queue send_email: graphile-worker task send_email (view graphile_worker.jobs), "
         "stuck after 300s",
@@ -261,21 +210,16 @@ def test_check_config_says_what_each_preset_item_reads(tmp_path) -> None:
         "queue billing_email: pgqueuer entrypoint send_email (public.billing_pgqueuer)",
         "queue *: every pgqueuer entrypoint of public.pgqueuer (at most 50)",
     ):
-        assert line in r.stdout, r.stdout
+        assert line in out, out
 
 
 # --- doctor ---------------------------------------------------------------------------------
 
 
-def doctor(cfg: dict, capsys) -> tuple[int, str]:
-    rc = run_doctor(parse_config(yaml.safe_dump(cfg), "doctor-test.yml"))
-    return rc, capsys.readouterr().out
-
-
 def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> None:
     seed(fresh_db)
     cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [{"pgqueuer": "resize_image"}]}]}
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 0, out
     assert "pgqueuer found in schema public: pgqueuer 1.4 or later (slot column)" in out
     assert "ok       public.pgqueuer holds 46 job(s), all unfinished" in out
@@ -293,7 +237,7 @@ def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> 
         )
         c.execute("DROP INDEX pgqueuer_log_created")
         c.execute("ANALYZE pgqueuer_log")
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 1, out
     assert "queue resize_image: no index bounds the recent query" in out
     assert "CREATE INDEX CONCURRENTLY pgqueuer_log_created ON public.pgqueuer_log (created);" in out
@@ -305,12 +249,12 @@ def test_a_schema_and_a_prefix(fresh_db: str, capsys) -> None:
     pgqueuer_jobs.install(fresh_db, schema="billing", prefix="billing_")
     item = {"pgqueuer": "*", "schema": "billing", "prefix": "billing_"}
     cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [item]}]}
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 0, out
     assert "ok       pgqueuer found in schema billing: pgqueuer 1.4 or later" in out
     assert "ok       billing.billing_pgqueuer holds 0 job(s), all unfinished" in out
     cfg["targets"][0]["queues"] = [{"pgqueuer": "*", "schema": "billing"}]
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 1, out
     assert 'table "billing.pgqueuer" does not exist' in out
 
@@ -321,10 +265,10 @@ def test_pgqueuer_0x_schema_is_refused(fresh_db: str, capsys) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("ALTER TABLE pgqueuer DROP COLUMN attempts")
     cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [{"pgqueuer": "x"}]}]}
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert rc == 1, out
     assert "targets[0].queues[0].pgqueuer: unsupported pgqueuer version" in out
     assert "pgqueuer 0.x" in out
     cfg["targets"][0]["queues"] = [{"pgqueuer": "x", "prefix": "other_"}]
-    rc, out = doctor(cfg, capsys)
+    rc, out = presets.doctor_rc(cfg, capsys)
     assert 'table "public.other_pgqueuer" does not exist' in out

@@ -13,75 +13,37 @@ succeeded. `reports`: 2 waiting; `misc`: 1 waiting (found by "*").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 from tests.procrastinate_app import seed
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"procrastinate": "emails"},
-                    {"procrastinate": "reports", "name": "reports_q"},
-                    {"procrastinate": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module")
-def procrastinate_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"procrastinate": "emails"},
+    {"procrastinate": "reports", "name": "reports_q"},
+    {"procrastinate": "*", "thresholds": {"depth_warning": 7}},
+)
+procrastinate_db = presets.database_fixture(seed)
 
 
 @pytest.fixture
 def procrastinate_scrape(procrastinate_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(procrastinate_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "misc", status="pending") is not None
-        ),
-        what="a Procrastinate scrape",
+    return presets.scrape_when_ready(
+        run_exporter,
+        presets.preset_config(procrastinate_db, *ITEMS),
+        "misc",
+        "a Procrastinate scrape",
     )
 
 
 def test_procrastinate_statuses_in_a_real_scrape(procrastinate_scrape: Scrape) -> None:
     s = procrastinate_scrape
-    roles = ("pending", "scheduled", "processing", "failed", "dead")
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in roles}
-        for q in ("emails", "reports_q", "misc")
-    }
+    jobs = roles_of(s, ("emails", "reports_q", "misc"))
     assert jobs["emails"] == {
         "pending": 60,
         "scheduled": 2,
@@ -89,8 +51,8 @@ def test_procrastinate_statuses_in_a_real_scrape(procrastinate_scrape: Scrape) -
         "failed": 1,
         "dead": 1,
     }
-    assert jobs["reports_q"] == {**dict.fromkeys(roles, 0), "pending": 2}
-    assert jobs["misc"] == {**dict.fromkeys(roles, 0), "pending": 1}
+    assert jobs["reports_q"] == {**dict.fromkeys(ROLES, 0), "pending": 2}
+    assert jobs["misc"] == {**dict.fromkeys(ROLES, 0), "pending": 1}
     assert 1200 <= val(s, "runbook_queue_oldest_pending_age_seconds", "emails") < 1300
     assert val(s, "runbook_queue_stuck_jobs", "emails") == 1
     assert val(s, "runbook_queue_retries_exhausted_jobs", "emails") == 1
@@ -98,14 +60,11 @@ def test_procrastinate_statuses_in_a_real_scrape(procrastinate_scrape: Scrape) -
     assert val(s, "runbook_queue_recent_jobs", "emails", outcome="completed") == 4
     assert val(s, "runbook_queue_recent_jobs", "emails", outcome="failed") == 2
     assert val(s, "runbook_queue_jobs_estimated", "emails", status="completed") == 4
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"emails": 1, "reports_q": 1, "misc": 1}
     assert s.value("runbook_queue_depth_threshold", queue="misc", severity="warning") == 7
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_procrastinate_scrape(
@@ -123,14 +82,7 @@ def test_queue_alerts_fire_in_promtool_on_the_procrastinate_scrape(
         ("QueueWorkerStalled", "warning", "misc"),
         ("QueueWorkerStalled", "critical", "misc"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(procrastinate_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
+    presets.assert_queue_alerts(procrastinate_scrape, firing, tmp_path)
 
 
 def grow(dsn: str, n: int = 20000) -> None:
@@ -154,12 +106,8 @@ def test_doctor_reports_the_version_and_the_missing_indexes(pg_server, capsys) -
     with new_database(pg_server) as dsn:
         seed(dsn)
         grow(dsn)
-        cfg = parse_config(
-            f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n"
-            "      - procrastinate: emails\n"
-        )
-        run_doctor(cfg)
-        out = capsys.readouterr().out
+        item = "      - procrastinate: emails\n"
+        out = presets.doctor_out(dsn, item, capsys)
         assert "Procrastinate found in schema public: 3.1 or later (worker heartbeats)" in out
         # Procrastinate's own partial index covers todo and doing, not the failed jobs it
         # keeps; nothing indexes the events by time
@@ -171,8 +119,7 @@ def test_doctor_reports_the_version_and_the_missing_indexes(pg_server, capsys) -
             for fix in re.findall(r"CREATE INDEX CONCURRENTLY [^\n]*;", out):
                 c.execute(fix)
             c.execute("ANALYZE procrastinate_jobs, procrastinate_events")
-        run_doctor(cfg)
-    out = capsys.readouterr().out
+        out = presets.doctor_out(dsn, item, capsys)
     assert "queue emails: the state query is bounded by an index" in out, out
     assert "queue emails: the recent query is bounded by an index" in out, out
     assert "FINDING" not in out, out
@@ -184,28 +131,11 @@ def test_unsupported_and_missing_procrastinate_are_named(fresh_db, run_exporter)
         c.execute("CREATE SCHEMA old")
         c.execute("CREATE TABLE old.procrastinate_jobs (id bigserial, queue_name varchar)")
         c.execute("CREATE TABLE old.procrastinate_events (id bigserial, job_id bigint)")
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [
-                    {"procrastinate": "emails", "schema": "old"},
-                    {"procrastinate": "x"},
-                ],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter,
+        fresh_db,
+        {"procrastinate": "emails", "schema": "old"},
+        {"procrastinate": "x"},
     )
     assert (
         "targets[0].queues[0].procrastinate: unsupported Procrastinate version: 2.x or older" in err
@@ -217,20 +147,18 @@ def test_unsupported_and_missing_procrastinate_are_named(fresh_db, run_exporter)
 
 
 def test_procrastinate_config_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    (q,) = parse_config(base + "      - procrastinate: emails\n").targets[0].queues
+    (q,) = presets.parse_items("      - procrastinate: emails\n")
     assert (q.label, q.schema_name, q.stuck_after) == ("emails", "public", 300.0)
-    for items, expected in [
-        (
-            "      - procrastinate: a\n        max_queues: 3\n",
-            'max_queues only applies to procrastinate: "*"',
-        ),
-        ("      - procrastinate: a\n        pg_boss: b\n", "a queue has one of the keys"),
-        (
-            "      - procrastinate: '*'\n      - procrastinate: '*'\n",
-            'give procrastinate: "*" at most once',
-        ),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            (
+                "      - procrastinate: a\n        max_queues: 3\n",
+                'max_queues only applies to procrastinate: "*"',
+            ),
+            ("      - procrastinate: a\n        pg_boss: b\n", "a queue has one of the keys"),
+            (
+                "      - procrastinate: '*'\n      - procrastinate: '*'\n",
+                'give procrastinate: "*" at most once',
+            ),
+        ]
+    )

@@ -14,24 +14,13 @@ River's client registered, without jobs. Both found by "*".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 from tests.queue_libs import river_schema as river
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(dsn: str, schema: str = "public") -> None:
@@ -67,56 +56,24 @@ def seed(dsn: str, schema: str = "public") -> None:
         c.execute(psycopg.sql.SQL("ANALYZE {}").format(psycopg.sql.Identifier(schema, "river_job")))
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"river": "email"},
-                    {"river": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module")
-def river_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"river": "email"},
+    {"river": "*", "thresholds": {"depth_warning": 7}},
+)
+river_db = presets.database_fixture(seed)
 
 
 @pytest.fixture
 def river_scrape(river_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(river_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "idle", status="pending") is not None
-        ),
-        what="a River scrape",
+    return presets.scrape_when_ready(
+        run_exporter, presets.preset_config(river_db, *ITEMS), "idle", "a River scrape"
     )
-
-
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
 def test_river_states_in_a_real_scrape(river_scrape: Scrape) -> None:
     s = river_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("email", "reports", "idle")
-    }
+    jobs = roles_of(s, ("email", "reports", "idle"))
     assert jobs["email"] == {
         "pending": 60,
         "scheduled": 4,
@@ -133,14 +90,11 @@ def test_river_states_in_a_real_scrape(river_scrape: Scrape) -> None:
     assert val(s, "runbook_queue_recent_jobs", "email", outcome="completed") == 5
     assert val(s, "runbook_queue_recent_jobs", "email", outcome="failed") == 3
     assert val(s, "runbook_queue_jobs_estimated", "email", status="completed") == 5
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"email": 1, "reports": 1, "idle": 1}
     assert s.value("runbook_queue_depth_threshold", queue="idle", severity="warning") == 7
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_river_scrape(river_scrape, tmp_path) -> None:
@@ -154,19 +108,7 @@ def test_queue_alerts_fire_in_promtool_on_the_river_scrape(river_scrape, tmp_pat
         ("QueueWorkerStalled", "warning", "reports"),  # waiting, nothing finished
         ("QueueWorkerStalled", "critical", "reports"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(river_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
-
-
-def doctor_out(dsn: str, items: str, capsys) -> str:
-    run_doctor(parse_config(f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n{items}"))
-    return capsys.readouterr().out
+    presets.assert_queue_alerts(river_scrape, firing, tmp_path)
 
 
 def test_doctor_reports_the_river_version_and_a_missing_index(pg_server, capsys) -> None:
@@ -179,7 +121,7 @@ def test_doctor_reports_the_river_version_and_a_missing_index(pg_server, capsys)
         with psycopg.connect(dsn, autocommit=True) as c:
             river.install(c, "jobs")
             river.bulk(c, 40000, 300, schema="jobs")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "River found in schema jobs: River migration 7 (River 0.40+; river_migration)" in out
         assert "3 River queue(s) are collected" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out
@@ -188,7 +130,7 @@ def test_doctor_reports_the_river_version_and_a_missing_index(pg_server, capsys)
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute("DROP INDEX jobs.river_job_state_and_finalized_at_index")
             c.execute("DELETE FROM jobs.river_migration")  # River's SQL run by another tool
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "River migration 7 (River 0.40+; inferred from the catalog)" in out
         assert "queues q0, q1, q2: no index bounds the recent query" in out
         assert "CREATE INDEX CONCURRENTLY river_job_state_and_finalized_at_index" in out
@@ -198,29 +140,12 @@ def test_unsupported_missing_and_unknown_river_queues_are_named(fresh_db, run_ex
     with psycopg.connect(fresh_db, autocommit=True) as c:
         river.install(c, "old", version=3)  # River before 0.5: no pending state
         river.install(c)
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [
-                    {"river": "email", "schema": "old"},
-                    {"river": "x", "schema": "nowhere"},
-                    {"river": "emial"},
-                ],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter,
+        fresh_db,
+        {"river": "email", "schema": "old"},
+        {"river": "x", "schema": "nowhere"},
+        {"river": "emial"},
     )
     assert (
         "targets[0].queues[0].river: unsupported River version: migration version 3 (before "
@@ -234,47 +159,33 @@ def test_unsupported_missing_and_unknown_river_queues_are_named(fresh_db, run_ex
 
 
 def test_river_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
-    cfg = parse_config(base + "      - river: email\n        rescue_after: 30m\n")
-    (item,) = cfg.targets[0].queues
+    (item,) = presets.parse_items("      - river: email\n        rescue_after: 30m\n")
     assert (item.label, item.schema_name, item.rescue_after, item.stuck_after) == (
         "email",
         "public",
         1800.0,
         300.0,
     )
-    for items, expected in [
-        ("      - river: a\n        rescue_after: soon\n", "queues[0].rescue_after"),
-        ("      - river: a\n        max_attempts: 3\n", "queues[0].max_attempts: unknown key"),
-        ("      - river: '*'\n      - river: '*'\n", 'give river: "*" at most once'),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            ("      - river: a\n        rescue_after: soon\n", "queues[0].rescue_after"),
+            ("      - river: a\n        max_attempts: 3\n", "queues[0].max_attempts: unknown key"),
+            ("      - river: '*'\n      - river: '*'\n", 'give river: "*" at most once'),
+        ]
+    )
 
 
 def test_check_config_says_what_each_preset_of_presets_b_collects(tmp_path) -> None:
     """--check-config takes the River, Oban, Solid Queue and GoodJob items with their own
     options and says what "stuck" means for each."""
-    import subprocess
-    import sys
-
-    path = tmp_path / "c.yml"
-    path.write_text(
+    out = presets.check_config_out(
+        tmp_path,
         "targets:\n  - name: app\n    dsn: 'host=127.0.0.1 dbname=app'\n    queues:\n"
         "      - river: email\n        rescue_after: 30m\n"
         "      - oban: '*'\n        prefix: jobs\n"
         "      - solid_queue: default\n        process_alive_threshold: 10m\n"
-        "      - good_job: '*'\n        schema: gj\n"
+        "      - good_job: '*'\n        schema: gj\n",
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
     for line in (
         "queue email: River queue email (schema public); stuck: running past rescue_after"
         " 1800s + stuck_after, stuck after 300s",
@@ -285,4 +196,4 @@ def test_check_config_says_what_each_preset_of_presets_b_collects(tmp_path) -> N
         "queue *: every GoodJob queue in schema gj (at most 50); stuck: performed by a process"
         " silent for 300s + stuck_after",
     ):
-        assert line in r.stdout, r.stdout
+        assert line in out, out

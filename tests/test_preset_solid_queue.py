@@ -16,24 +16,13 @@ found by "*".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from exporter.config import ConfigError, parse_config
-from exporter.doctor import run_doctor
-from tests.helpers import (
-    Scrape,
-    assert_declared,
-    assert_promtool_clean,
-    assert_promtool_fires,
-    scrape_series,
-)
+from tests import presets
+from tests.helpers import Scrape, assert_declared, assert_promtool_clean
+from tests.presets import ROLES, roles_of, val
 from tests.queue_libs import solid_queue_schema as sq
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(dsn: str, schema: str = "public") -> None:
@@ -76,56 +65,24 @@ def seed(dsn: str, schema: str = "public") -> None:
         )
 
 
-def config(dsn: str) -> dict:
-    return {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": dsn,
-                "collect_interval": "1s",
-                "queues": [
-                    {"solid_queue": "default"},
-                    {"solid_queue": "*", "thresholds": {"depth_warning": 7}},
-                ],
-            }
-        ]
-    }
-
-
-def val(s: Scrape, name: str, queue: str, **labels: str) -> float | None:
-    return s.value(name, target="app", queue=queue, **labels)
-
-
-@pytest.fixture(scope="module")
-def sq_db(pg_server: str) -> Iterator[str]:
-    from tests.conftest import new_database
-
-    with new_database(pg_server) as dsn:
-        seed(dsn)
-        yield dsn
+# the queue items of the scraped config
+ITEMS = (
+    {"solid_queue": "default"},
+    {"solid_queue": "*", "thresholds": {"depth_warning": 7}},
+)
+sq_db = presets.database_fixture(seed)
 
 
 @pytest.fixture
 def sq_scrape(sq_db: str, run_exporter) -> Scrape:
-    ex = run_exporter(config(sq_db))
-    return ex.wait_for(
-        lambda s: (
-            s.value("runbook_collector_success", target="app", collector="queues") == 1
-            and val(s, "runbook_queue_jobs", "idle", status="pending") is not None
-        ),
-        what="a Solid Queue scrape",
+    return presets.scrape_when_ready(
+        run_exporter, presets.preset_config(sq_db, *ITEMS), "idle", "a Solid Queue scrape"
     )
-
-
-ROLES = ("pending", "scheduled", "processing", "failed", "dead")
 
 
 def test_solid_queue_states_in_a_real_scrape(sq_scrape: Scrape) -> None:
     s = sq_scrape
-    jobs = {
-        q: {r: val(s, "runbook_queue_jobs", q, status=r) for r in ROLES}
-        for q in ("default", "reports", "idle")
-    }
+    jobs = roles_of(s, ("default", "reports", "idle"))
     assert jobs["default"] == {
         "pending": 60,
         "scheduled": 4,
@@ -144,13 +101,10 @@ def test_solid_queue_states_in_a_real_scrape(sq_scrape: Scrape) -> None:
     assert val(s, "runbook_queue_recent_jobs", "idle", outcome="completed") == 0
     # a planner estimate (the queue and finished conditions taken as independent)
     assert 3 <= val(s, "runbook_queue_jobs_estimated", "default", status="completed") <= 10
-    ups = {ls["queue"]: s.value("runbook_queue_up", **ls) for ls in s.labelsets("runbook_queue_up")}
+    ups = presets.ups(s)
     assert ups == {"default": 1, "reports": 1, "idle": 1}
     assert_declared(s.families)
     assert_promtool_clean(s.text)
-
-
-FIRING = 'count by (alertname, severity, queue) (ALERTS{alertstate="firing"})'
 
 
 def test_queue_alerts_fire_in_promtool_on_the_solid_queue_scrape(sq_scrape, tmp_path) -> None:
@@ -164,19 +118,7 @@ def test_queue_alerts_fire_in_promtool_on_the_solid_queue_scrape(sq_scrape, tmp_
         ("QueueWorkerStalled", "warning", "reports"),  # blocked, nothing finished
         ("QueueWorkerStalled", "critical", "reports"),
     ]
-    assert_promtool_fires(
-        [ROOT / "alerts" / "queues.rules.yml"],
-        scrape_series(sq_scrape.samples, "runbook_queue_"),
-        [{"alertname": a, "severity": sev, "queue": q} for a, sev, q in firing],
-        "45m",
-        tmp_path,
-        expr=FIRING,
-    )
-
-
-def doctor_out(dsn: str, items: str, capsys) -> str:
-    run_doctor(parse_config(f"targets:\n  - name: app\n    dsn: '{dsn}'\n    queues:\n{items}"))
-    return capsys.readouterr().out
+    presets.assert_queue_alerts(sq_scrape, firing, tmp_path)
 
 
 def test_doctor_reports_the_solid_queue_schema_and_a_missing_index(pg_server, capsys) -> None:
@@ -189,7 +131,7 @@ def test_doctor_reports_the_solid_queue_schema_and_a_missing_index(pg_server, ca
         with psycopg.connect(dsn, autocommit=True) as c:
             sq.install(c, "queue")
             sq.bulk(c, 40000, 300, schema="queue")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "Solid Queue found in schema queue: Solid Queue 0.6 to 1.5 schema" in out
         assert "queues q0, q1, q2: the state query is bounded by an index" in out
         assert "queues q0, q1, q2: the recent query is bounded by an index" in out
@@ -198,7 +140,7 @@ def test_doctor_reports_the_solid_queue_schema_and_a_missing_index(pg_server, ca
             # either of Solid Queue's indexes on finished_at bounds it: without both
             c.execute("DROP INDEX queue.index_solid_queue_jobs_for_filtering")
             c.execute("DROP INDEX queue.index_solid_queue_jobs_on_finished_at")
-        out = doctor_out(dsn, item, capsys)
+        out = presets.doctor_out(dsn, item, capsys)
         assert "queues q0, q1, q2: no index bounds the recent query" in out
         assert "CREATE INDEX CONCURRENTLY index_solid_queue_jobs_for_filtering" in out
 
@@ -207,25 +149,8 @@ def test_missing_and_unsupported_solid_queue_are_named(fresh_db, run_exporter) -
     with psycopg.connect(fresh_db, autocommit=True) as c:
         sq.install(c, "old")
         c.execute("DROP TABLE old.solid_queue_blocked_executions")
-    cfg = {
-        "targets": [
-            {
-                "name": "app",
-                "dsn": fresh_db,
-                "collect_interval": "1s",
-                "queues": [{"solid_queue": "default", "schema": "old"}, {"solid_queue": "x"}],
-            }
-        ]
-    }
-    ex = run_exporter(cfg)
-    ex.wait_for(
-        lambda s: s.value("runbook_collector_success", target="app", collector="queues") == 0,
-        what="a failed queues run",
-    )
-    err = next(
-        st.last.error
-        for key, st in ex.exporter.store.snapshot().items()
-        if key[1] == "queues" and st.last is not None
+    err = presets.failed_run_error(
+        run_exporter, fresh_db, {"solid_queue": "default", "schema": "old"}, {"solid_queue": "x"}
     )
     assert (
         "targets[0].queues[0].solid_queue: unsupported Solid Queue version: no table"
@@ -235,19 +160,19 @@ def test_missing_and_unsupported_solid_queue_are_named(fresh_db, run_exporter) -
 
 
 def test_solid_queue_config_shapes_and_errors() -> None:
-    base = "targets:\n  - name: app\n    dsn: 'host=127.0.0.1'\n    queues:\n"
     item = "      - solid_queue: default\n        process_alive_threshold: 10m\n"
-    cfg = parse_config(base + item)
-    (item,) = cfg.targets[0].queues
+    (item,) = presets.parse_items(item)
     assert (item.label, item.schema_name, item.process_alive_threshold) == (
         "default",
         "public",
         600.0,
     )
-    for items, expected in [
-        ("      - solid_queue: a\n        rescue_after: 1h\n", "queues[0].rescue_after: unknown"),
-        ("      - solid_queue: ''\n", "give one of the library's queue names"),
-    ]:
-        with pytest.raises(ConfigError) as e:
-            parse_config(base + items, "f.yml")
-        assert expected in str(e.value), str(e.value)
+    presets.assert_config_errors(
+        [
+            (
+                "      - solid_queue: a\n        rescue_after: 1h\n",
+                "queues[0].rescue_after: unknown",
+            ),
+            ("      - solid_queue: ''\n", "give one of the library's queue names"),
+        ]
+    )

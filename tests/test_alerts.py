@@ -64,6 +64,7 @@ VALUELESS = {
     "PostgresStatStatementsUnavailable",  # runbook_pg_stat_statements_available == 0
     "BackupMissing",  # runbook_backup_found == 0
     "BackupSourceFailing",  # runbook_backup_source_up == 0 (the text names the reason)
+    "PgBouncerDown",  # runbook_pgbouncer_up == 0 (the text names the reason)
 }
 
 

@@ -332,6 +332,7 @@ SERVED_ELSEWHERE = (
     "cron.rules.yml",  # tests/test_cron.py
     "backups.rules.yml",  # tests/test_backups.py (backups are configured there)
     "retention.rules.yml",  # tests/test_retention.py (the incident has no retention table)
+    "pgbouncer.rules.yml",  # tests/test_pgbouncer.py (a real PgBouncer with clients waiting)
 )
 
 

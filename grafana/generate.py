@@ -1982,16 +1982,23 @@ PL = 'pooler=~"$pooler"'
 POOL = "pooler, database, user"
 POOL_WAIT = f"runbook_pgbouncer_pool_max_wait_seconds{{{PL}}}"
 POOL_SATURATION = f"runbook_pgbouncer_pool_saturation_ratio{{{PL}}}"
+
+
+def pool_levels(value: str, threshold: str) -> str:
+    """levels() for a pool against its pooler's thresholds: many pools, one threshold each
+    (group_left keeps the pool's labels)."""
+    w = f'({value} > bool on(pooler) group_left {threshold}{{severity="warning"}})'
+    c = f'({value} > bool on(pooler) group_left {threshold}{{severity="critical"}})'
+    return f"clamp_max({w} + 2 * {c}, 2)"
+
+
 POOLER_STATUS = worst(
     POOL,
     [
-        check(
-            "max_wait",
-            levels(POOL_WAIT, "runbook_pgbouncer_max_wait_threshold_seconds", "pooler"),
-        ),
+        check("max_wait", pool_levels(POOL_WAIT, "runbook_pgbouncer_max_wait_threshold_seconds")),
         check(
             "saturation",
-            levels(POOL_SATURATION, "runbook_pgbouncer_saturation_threshold_ratio", "pooler"),
+            pool_levels(POOL_SATURATION, "runbook_pgbouncer_saturation_threshold_ratio"),
         ),
     ],
 )

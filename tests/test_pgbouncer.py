@@ -154,6 +154,25 @@ def test_pooler_config_is_checked():
             parse_config(yaml.safe_dump({"poolers": [item]}), "c.yml")
     with pytest.raises(ConfigError, match="pooler names must be unique"):
         parse_config(yaml.safe_dump({"poolers": [base, base]}))
+    with pytest.raises(ConfigError, match="cannot be parsed") as e:
+        parse_config(yaml.safe_dump({"poolers": [{**base, "dsn": "password='unclosed-77 x"}]}))
+    assert "unclosed-77" not in str(e.value)
+
+
+def test_an_unreadable_password_is_reason_password_not_a_crash(monkeypatch, caplog):
+    monkeypatch.delenv("RUNBOOK_TEST_UNSET_PW", raising=False)
+    item = {
+        "name": "p",
+        "dsn": "host=127.0.0.1 port=1 user=s",
+        "password_env": "RUNBOOK_TEST_UNSET_PW",
+    }
+    [p] = parse_config(yaml.safe_dump({"poolers": [item]})).poolers
+    fams = asyncio.run(pgbouncer.Reader(p).run())
+    got = {(s.name, tuple(s.labels.values())): s.value for f in fams for s in f.samples}
+    assert got[("runbook_pgbouncer_up", ("p",))] == 0
+    assert got[("runbook_pgbouncer_failure_reason", ("p", "password"))] == 1
+    [rec] = [r for r in caplog.records if r.getMessage() == "pooler console unreadable"]
+    assert rec.reason == "password" and "RUNBOOK_TEST_UNSET_PW is not set" in rec.error
 
 
 @pytest.mark.slow

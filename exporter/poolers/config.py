@@ -62,9 +62,7 @@ class Pooler(Model):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, v: str) -> str:
-        from exporter.config import parse_dsn  # the same reading and checks as a target's
-
-        params = parse_dsn(v)
+        params = _params(v)
         if params.get("password"):
             register_secret(params["password"])
         if params.get("dbname", ADMIN_DATABASE) != ADMIN_DATABASE:
@@ -91,9 +89,7 @@ class Pooler(Model):
         """The DSN with dbname and the password filled in. Never log this."""
         from psycopg.conninfo import make_conninfo
 
-        from exporter.config import parse_dsn
-
-        params = parse_dsn(self.dsn)
+        params = _params(self.dsn)
         params["dbname"] = ADMIN_DATABASE
         password = None
         if self.password_env:
@@ -112,12 +108,14 @@ class Pooler(Model):
             params["password"] = password
         return make_conninfo("", **params)
 
-    def safe_dsn(self) -> str:
-        params = {k: v for k, v in _params(self.dsn).items() if k != "password"}
-        return " ".join(f"{k}={v}" for k, v in params.items())
-
 
 def _params(dsn: str) -> dict[str, str]:
-    from exporter.config import parse_dsn
+    """libpq's reading of the DSN; the error never quotes it (it may hold the password)."""
+    from psycopg.conninfo import conninfo_to_dict
 
-    return parse_dsn(dsn)
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    except Exception:
+        raise ValueError(
+            "the DSN cannot be parsed (libpq key=value or a postgresql:// URI)"
+        ) from None

@@ -43,6 +43,7 @@ from exporter.configtypes import (
     ordered_pair,
     require_unique,
 )
+from exporter.poolers.config import Pooler
 from exporter.probes.config import TLS, App
 from exporter.queryconfig import CustomQuery
 from exporter.retentionconfig import RetentionTable, check_unique
@@ -732,6 +733,7 @@ class Config(Model):
     targets: list[Target] = []
     apps: list[App] = []
     backups: list[Backup] = []  # exporter/backups/
+    poolers: list[Pooler] = []  # exporter/poolers/: PgBouncer admin consoles
     # environment problems --check-config reports without failing (see parse_config)
     _warnings: list[str] = PrivateAttr(default_factory=list)
 
@@ -744,10 +746,12 @@ class Config(Model):
         for kind, items in (("target", self.targets), ("app", self.apps)):
             with FieldError.at(f"{kind}s"):
                 require_unique([t.name for t in items], f"{kind} names must be unique")
-        if not self.targets and not self.apps and not self.backups:
-            raise ValueError("nothing to do: configure at least one target, app or backup")
+        if not (self.targets or self.apps or self.backups or self.poolers):
+            raise ValueError("nothing to do: configure at least one target, app, backup or pooler")
         with FieldError.at("backups"):
             require_unique([b.name for b in self.backups], "backup names must be unique")
+        with FieldError.at("poolers"):
+            require_unique([p.name for p in self.poolers], "pooler names must be unique")
         targets = {t.name for t in self.targets}
         for bi, b in enumerate(self.backups):
             if b.sql is not None and b.sql.target not in targets:

@@ -27,6 +27,8 @@ from exporter.collectors import thresholds
 from exporter.config import Config, ConfigError, load_config
 from exporter.db import TargetDB
 from exporter.metrics import merge, spec
+from exporter.poolers import pgbouncer
+from exporter.poolers.config import Pooler
 from exporter.probes import thresholds as probe_thresholds
 from exporter.probes.config import Endpoint
 from exporter.probes.http import Clients
@@ -141,6 +143,7 @@ class _Plan:
     changes: dict[str, int]  # for the log: targets/endpoints kept, rebuilt, added, removed
     # backup name -> (its config, the TargetDB an sql source uses, its job)
     backups: dict[str, tuple[Backup, TargetDB | None, Job]] = field(default_factory=dict)
+    poolers: dict[str, tuple[Pooler, Job]] = field(default_factory=dict)
 
     @property
     def jobs(self) -> list[Job]:
@@ -148,6 +151,7 @@ class _Plan:
             [j for js in self.target_jobs.values() for j in js]
             + [j for _, j in self.probes.values()]
             + [j for _, _, j in self.backups.values()]
+            + [j for _, j in self.poolers.values()]
         )
 
 
@@ -162,6 +166,7 @@ class Exporter(Collector):
         self._target_jobs: dict[str, list[Job]] = {}
         self._probes: dict[tuple[str, str], tuple[Endpoint, Job]] = {}
         self._backups: dict[str, tuple[Backup, TargetDB | None, Job]] = {}
+        self._poolers: dict[str, tuple[Pooler, Job]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -215,6 +220,14 @@ class Exporter(Collector):
         plan = _Plan(config, dbs, target_jobs, probes, static, closing, changes)
         plan.backups = self._plan_backups(config, dbs)
         plan.static += backup_runner.families(config.backups)
+        # an unchanged pooler keeps its job (and the last failure reason it logged)
+        plan.poolers = {
+            p.name: old
+            if (old := self._poolers.get(p.name)) and old[0] == p
+            else (p, pgbouncer.pooler_job(p))
+            for p in config.poolers
+        }
+        plan.static += pgbouncer.threshold_families(config.poolers)
         plan.static += _job_settings(plan.jobs)
         return plan
 
@@ -238,7 +251,7 @@ class Exporter(Collector):
         sees the old or the new one, never a half-built one."""
         self.config, self.dbs, self._static = plan.config, plan.dbs, plan.static
         self._target_jobs, self._probes = plan.target_jobs, plan.probes
-        self._backups = plan.backups
+        self._backups, self._poolers = plan.backups, plan.poolers
 
     async def _apply(self, plan: _Plan) -> None:
         await self.scheduler.replace(plan.jobs)

@@ -417,6 +417,9 @@ VARIABLES = {
         "Cron job",
         'label_values(runbook_cron_job_active{target=~"$target"}, jobname)',
     ),
+    "pooler": lambda: variable_query(
+        "pooler", "Pooler", "label_values(runbook_pgbouncer_up, pooler)"
+    ),
     "backup": lambda: variable_query(
         "backup", "Backup", "label_values(runbook_backup_source_info, backup)"
     ),
@@ -1975,6 +1978,193 @@ def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
     )
 
 
+PL = 'pooler=~"$pooler"'
+POOL = "pooler, database, user"
+POOL_WAIT = f"runbook_pgbouncer_pool_max_wait_seconds{{{PL}}}"
+POOL_SATURATION = f"runbook_pgbouncer_pool_saturation_ratio{{{PL}}}"
+
+
+def pool_levels(value: str, threshold: str) -> str:
+    """levels() for a pool against its pooler's thresholds: many pools, one threshold each
+    (group_left keeps the pool's labels)."""
+    w = f'({value} > bool on(pooler) group_left {threshold}{{severity="warning"}})'
+    c = f'({value} > bool on(pooler) group_left {threshold}{{severity="critical"}})'
+    return f"clamp_max({w} + 2 * {c}, 2)"
+
+
+POOLER_STATUS = worst(
+    POOL,
+    [
+        check("max_wait", pool_levels(POOL_WAIT, "runbook_pgbouncer_max_wait_threshold_seconds")),
+        check(
+            "saturation",
+            pool_levels(POOL_SATURATION, "runbook_pgbouncer_saturation_threshold_ratio"),
+        ),
+    ],
+)
+# Supavisor's own /metrics, scraped by Prometheus directly (docs/supabase.md "Supavisor"): its
+# queries return data only where Supavisor runs and is scraped, so the dashboards test leaves
+# exactly these out (tests/test_pgbouncer.py SUPAVISOR_QUERIES)
+SUPAVISOR_CHECKOUT_P95 = (
+    "histogram_quantile(0.95, sum by (le, tenant, mode) "
+    "(rate(supavisor_pool_checkout_duration_bucket[$__rate_interval]))) / 1000"
+)
+SUPAVISOR_CLIENTS = "sum by (tenant, mode) (supavisor_connections_active)"
+
+
+def poolers(alerts: dict[str, set[str]]) -> dict[str, Any]:
+    p = "{{pooler}} {{database}}/{{user}}"
+    rows = [
+        Row(
+            "Status",
+            [
+                stat_levels("PgBouncer pools", POOLER_STATUS, p, LEVEL_HELP, w=16),
+                Panel(
+                    "Admin console",
+                    "stat",
+                    [Target(f"runbook_pgbouncer_up{{{PL}}}", "{{pooler}}", instant=True)],
+                    description="1 when the exporter read the pooler's admin console on its "
+                    "last run (PgBouncerDown; the reason is runbook_pgbouncer_failure_reason).",
+                    mappings=UP_DOWN,
+                    w=8,
+                    h=6,
+                    about={"runbook_pgbouncer_failure_reason"},
+                ),
+            ],
+        ),
+        Row(
+            "PgBouncer pools",
+            [
+                ts(
+                    "Clients waiting for a server connection",
+                    f'runbook_pgbouncer_pool_clients{{{PL}, state="waiting"}}',
+                    p,
+                    description="Clients queued in PgBouncer (SHOW POOLS cl_waiting): users "
+                    "wait here while the database may look idle.",
+                ),
+                ts(
+                    "Longest wait",
+                    POOL_WAIT,
+                    p,
+                    "s",
+                    description="How long the oldest waiting client has waited (maxwait + "
+                    "maxwait_us; PgBouncerClientsWaiting).",
+                )
+                .add_threshold(
+                    f'runbook_pgbouncer_max_wait_threshold_seconds{{{PL}, severity="warning"}}',
+                    "{{pooler}} warning threshold",
+                )
+                .add_threshold(
+                    f'runbook_pgbouncer_max_wait_threshold_seconds{{{PL}, severity="critical"}}',
+                    "{{pooler}} critical threshold",
+                ),
+                ts(
+                    "Pool saturation",
+                    POOL_SATURATION,
+                    p,
+                    "percentunit",
+                    description="Server connections in use by clients / pool_size "
+                    "(PgBouncerPoolSaturated).",
+                )
+                .add_threshold(
+                    f'runbook_pgbouncer_saturation_threshold_ratio{{{PL}, severity="warning"}}',
+                    "{{pooler}} warning threshold",
+                )
+                .add_threshold(
+                    f'runbook_pgbouncer_saturation_threshold_ratio{{{PL}, severity="critical"}}',
+                    "{{pooler}} critical threshold",
+                ),
+                ts(
+                    "Server connections by state",
+                    f"sum by ({POOL}, state) (runbook_pgbouncer_pool_servers{{{PL}}})",
+                    f"{p} {{{{state}}}}",
+                    stack=True,
+                    description="active: linked to a client; idle/used: free; login/tested: "
+                    "being opened or checked.",
+                ).add_threshold(f"runbook_pgbouncer_pool_size{{{PL}}}", f"{p} pool_size limit"),
+                ts(
+                    "Active clients",
+                    f'runbook_pgbouncer_pool_clients{{{PL}, state="active"}}',
+                    p,
+                ),
+                ts(
+                    "Client connections of the pooler",
+                    f'runbook_pgbouncer_list_items{{{PL}, list="used_clients"}}',
+                    "{{pooler}} used_clients",
+                    description="All client connections PgBouncer holds (SHOW LISTS), against "
+                    "its max_client_conn.",
+                ).add_threshold(
+                    f"runbook_pgbouncer_max_client_connections{{{PL}}}",
+                    "{{pooler}} max_client_conn limit",
+                ),
+            ],
+        ),
+        Row(
+            "PgBouncer traffic",
+            [
+                ts(
+                    "Transactions per second",
+                    f"rate(runbook_pgbouncer_transactions_total{{{PL}}}[$__rate_interval])",
+                    "{{pooler}} {{database}}",
+                    "ops",
+                ),
+                ts(
+                    "Queries per second",
+                    f"rate(runbook_pgbouncer_queries_total{{{PL}}}[$__rate_interval])",
+                    "{{pooler}} {{database}}",
+                    "ops",
+                ),
+                ts(
+                    "Average wait for a server connection",
+                    f"runbook_pgbouncer_avg_wait_seconds{{{PL}}}",
+                    "{{pooler}} {{database}}",
+                    "s",
+                    description="PgBouncer's own average over its stats period (SHOW STATS "
+                    "avg_wait_time).",
+                ),
+                ts(
+                    "Time clients spent waiting, per second",
+                    f"rate(runbook_pgbouncer_client_wait_seconds_total{{{PL}}}[$__rate_interval])",
+                    "{{pooler}} {{database}}",
+                    "s",
+                    description="Seconds of client waiting per second of wall time: 2 means "
+                    "two clients waiting all the time on average.",
+                ),
+            ],
+        ),
+        Row(
+            "Supavisor (when Prometheus scrapes it, docs/supabase.md)",
+            [
+                ts(
+                    "Supavisor pool checkout p95",
+                    SUPAVISOR_CHECKOUT_P95,
+                    "{{tenant}} {{mode}}",
+                    "s",
+                    description="Supavisor's own histogram of the time a client waits to check "
+                    "a connection out of the tenant's pool: its counterpart of PgBouncer's wait. "
+                    "Empty without Supavisor.",
+                ),
+                ts(
+                    "Supavisor client connections",
+                    SUPAVISOR_CLIENTS,
+                    "{{tenant}} {{mode}}",
+                    description="Clients connected to Supavisor per tenant. Empty without "
+                    "Supavisor.",
+                ),
+            ],
+        ),
+    ]
+    return dashboard(
+        "runbook-poolers",
+        "runbook-exporter / Connection poolers",
+        "PgBouncer pools (clients waiting, the longest wait, saturation, server connections, "
+        "traffic) from the exporter, and Supavisor's checkout queue from its own metrics.",
+        ["pooler"],
+        rows,
+        alerts,
+    )
+
+
 BUILDERS = {
     "runbook-overview.json": overview,
     "runbook-queues.json": queues,
@@ -1983,6 +2173,7 @@ BUILDERS = {
     "runbook-app-pools.json": app_pools,
     "runbook-scheduled.json": scheduled,
     "runbook-data.json": data,
+    "runbook-poolers.json": poolers,
 }
 
 

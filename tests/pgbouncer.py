@@ -31,7 +31,16 @@ def binary() -> str:
 
 
 class PgBouncer:
-    def __init__(self, server_dsn: str, pool_size: int = 2, pool_mode: str = "transaction"):
+    def __init__(
+        self,
+        server_dsn: str,
+        pool_size: int = 2,
+        pool_mode: str = "transaction",
+        stats_user: tuple[str, str] | None = None,
+    ):
+        """`stats_user`: (name, password) of a `stats_users` account for the admin console,
+        authenticated by password (md5 over the auth_hba_file) while the pooled user stays
+        trusted."""
         server = conninfo_to_dict(server_dsn)
         self.user = server.get("user", "postgres")
         self.pool_size = pool_size
@@ -39,7 +48,18 @@ class PgBouncer:
         self.root = Path(tempfile.mkdtemp(prefix="runbook-pgbouncer-"))
         self.log = self.root / "pgbouncer.log"
         self.os_user = _service_user()  # None unless root
-        (self.root / "userlist.txt").write_text(f'"{self.user}" ""\n')
+        users = f'"{self.user}" ""\n'
+        auth = "auth_type = trust\n"
+        if stats_user:
+            name, password = stats_user
+            users += f'"{name}" "{password}"\n'
+            (self.root / "hba.conf").write_text(
+                f"host pgbouncer {name} 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 trust\n"
+            )
+            auth = (
+                f"auth_type = hba\nauth_hba_file = {self.root / 'hba.conf'}\nstats_users = {name}\n"
+            )
+        (self.root / "userlist.txt").write_text(users)
         (self.root / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"* = host={server['host']} port={server['port']}\n"
@@ -47,7 +67,7 @@ class PgBouncer:
             "listen_addr = 127.0.0.1\n"
             f"listen_port = {self.port}\n"
             "unix_socket_dir =\n"
-            "auth_type = trust\n"
+            f"{auth}"
             f"auth_file = {self.root / 'userlist.txt'}\n"
             f"pool_mode = {pool_mode}\n"
             f"default_pool_size = {pool_size}\n"
@@ -103,6 +123,13 @@ class PgBouncer:
 
     def fill_pool(self, dbname: str) -> None:
         self._fill_pool(dbname)
+
+    def admin_dsn(self, user: str, password: str | None = None) -> str:
+        """The admin console (the `pgbouncer` database) as `user`."""
+        extra = {"password": password} if password is not None else {}
+        return make_conninfo(
+            "", host="127.0.0.1", port=str(self.port), user=user, dbname="pgbouncer", **extra
+        )
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else "(no log)"

@@ -64,6 +64,7 @@ VALUELESS = {
     "PostgresStatStatementsUnavailable",  # runbook_pg_stat_statements_available == 0
     "BackupMissing",  # runbook_backup_found == 0
     "BackupSourceFailing",  # runbook_backup_source_up == 0 (the text names the reason)
+    "PgBouncerDown",  # runbook_pgbouncer_up == 0 (the text names the reason)
 }
 
 
@@ -331,6 +332,7 @@ SERVED_ELSEWHERE = (
     "cron.rules.yml",  # tests/test_cron.py
     "backups.rules.yml",  # tests/test_backups.py (backups are configured there)
     "retention.rules.yml",  # tests/test_retention.py (the incident has no retention table)
+    "pgbouncer.rules.yml",  # tests/test_pgbouncer.py (a real PgBouncer with clients waiting)
 )
 
 

@@ -38,3 +38,19 @@ def test_the_metrics_api_scrape_config_passes_promtool(tmp_path: Path):
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_supavisor_scrape_config_passes_promtool(tmp_path: Path):
+    [block] = [b for b in yaml_blocks() if b.startswith("# Supavisor's own /metrics")]
+    assert "credentials:" not in block  # the JWT only ever in a file
+    token = tmp_path / "supavisor-metrics.jwt"
+    token.write_text("header.payload.signature\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(block.replace("/etc/prometheus/secrets/supavisor-metrics.jwt", str(token)))
+    r = subprocess.run(
+        [tool("promtool"), "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,1 @@
+"""Connection poolers in front of the targets: PgBouncer's admin console (`poolers:`)."""

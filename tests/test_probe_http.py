@@ -78,7 +78,7 @@ def test_slow_endpoint_latency_is_the_servers_delay(server, run_exporter):
     server.routes["/fast"] = json_route(OK)
     ex = run_exporter(
         apps_config(
-            endpoint("slow", server.url("/slow"), interval="500ms", timeout="480ms"),
+            endpoint("slow", server.url("/slow"), interval="1s", timeout="900ms"),
             endpoint("fast", server.url("/fast")),
         )
     )
@@ -99,15 +99,16 @@ def test_slow_endpoint_latency_is_the_servers_delay(server, run_exporter):
     assert s.value("runbook_probe_success", app="web", endpoint="slow") == 1
     got = sorted(durations.values())
     # never below the server's delay, and the delay is what the probe measures (not the
-    # 480 ms timeout, not the interval); how close it comes is a benchmark figure, not a test
-    # (bench/probe_bench.py, docs/probes.md: +5 ms median on this machine)
-    assert all(delay <= d < 0.48 for d in got), f"measured {got} for a {delay}s delay"
-    # the histogram puts every probe in the (0.25, 0.5] bucket
+    # 900 ms timeout, not the 1 s interval); how close it comes is a benchmark figure, not a
+    # test (bench/probe_bench.py, docs/probes.md: +5 ms median on this machine), so the upper
+    # bounds leave room for a loaded machine
+    assert all(delay <= d < 0.9 for d in got), f"measured {got} for a {delay}s delay"
+    # the histogram puts every probe in the (0.25, 1] buckets
     n = s.value("runbook_probe_request_duration_seconds_count", endpoint="slow")
-    assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="slow", le="0.5") == n
+    assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="slow", le="1.0") == n
     assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="slow", le="0.25") == 0
     total = s.value("runbook_probe_request_duration_seconds_sum", endpoint="slow")
-    assert delay * n <= total < (delay + 0.1) * n
+    assert delay * n <= total < 0.9 * n
     # phases: a fresh connection every probe, and the server's wait is in first_byte
     phase = {
         p: s.value("runbook_probe_phase_duration_seconds", endpoint="slow", phase=p)
@@ -285,10 +286,14 @@ def test_consecutive_failures_count_up_and_reset_on_success(server, run_exporter
     last = s.value("runbook_probe_last_success_timestamp_seconds", app="web", endpoint="flaky")
     assert before - 0.5 <= last <= time.time()
     # the counters kept counting across runs
-    assert s.value("runbook_probe_failures_total", app="web", endpoint="flaky") >= failures
+    at_success = s.value("runbook_probe_failures_total", app="web", endpoint="flaky")
+    assert at_success >= failures
     server.routes["/flaky"] = json_route({}, code=500)
     s = ex.wait_for(lambda s: s.value("runbook_probe_consecutive_failures", endpoint="flaky"), 10)
-    assert s.value("runbook_probe_consecutive_failures", app="web", endpoint="flaky") in (1, 2)
+    # counted from the success on: only the failures since then (however many a loaded
+    # machine let pass before this scrape), not the ones before it
+    since = s.value("runbook_probe_failures_total", app="web", endpoint="flaky") - at_success
+    assert 1 <= s.value("runbook_probe_consecutive_failures", app="web", endpoint="flaky") <= since
 
 
 def test_one_broken_endpoint_does_not_delay_the_others(server, run_exporter):

@@ -18,6 +18,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.metrics import load_all_specs
 
 
+def flush_stats(c: Any) -> None:
+    """Make this session's table statistics visible to other sessions now. PostgreSQL 15+
+    flushes on request; 13 and 14 send them to the statistics collector when a transaction
+    ends at least 500 ms (PGSTAT_STAT_INTERVAL) after the last send, so wait that out, end
+    one, and give the collector a moment to take them in. `c` is an autocommit connection."""
+    if c.info.server_version >= 150000:
+        c.execute("SELECT pg_stat_force_next_flush()")
+    else:
+        time.sleep(0.6)
+        c.execute("SELECT 1")
+        time.sleep(0.2)
+
+
 class Scrape:
     def __init__(self, text: str) -> None:
         self.text = text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.helpers import Scrape
+from tests.helpers import Scrape, flush_stats
 
 
 def target(dsn: str, lock_timeout: str = "1s", **tables: object) -> dict:
@@ -18,12 +18,6 @@ def target(dsn: str, lock_timeout: str = "1s", **tables: object) -> dict:
         "collect_interval": "1s",
         "collectors": {"tables": {"interval": "1s", **tables}},  # default 60s: too slow here
     }
-
-
-def flush_stats(c: psycopg.Connection) -> None:
-    """Backends flush table statistics asynchronously; ask for it now where possible."""
-    if c.info.server_version >= 150000:
-        c.execute("SELECT pg_stat_force_next_flush()")
 
 
 def table(s: Scrape, name: str, metric: str) -> float | None:

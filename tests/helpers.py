@@ -18,6 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.metrics import load_all_specs
 
 
+def server_version(dsn: str) -> int:
+    """server_version_num of the server at dsn (e.g. 130023), for assertions on what a major
+    provides."""
+    import psycopg
+
+    with psycopg.connect(dsn) as c:
+        return c.info.server_version
+
+
 def flush_stats(c: Any) -> None:
     """Make this session's table statistics visible to other sessions now. PostgreSQL 15+
     flushes on request; 13 and 14 send them to the statistics collector when a transaction

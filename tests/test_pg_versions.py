@@ -199,3 +199,24 @@ def test_collector_on_this_major(served: Scrape, server_dsn: str, collector: str
         assert version // 10000 == int(VERSION), f"asked for {VERSION}, got {version}"
     assert served.value("runbook_collector_success", target=TARGET, collector=collector) == 1
     CHECKS[collector](served, version)
+
+
+def test_the_matrix_table_shows_each_outcome(tmp_path, capsys) -> None:
+    """tools.pgmatrix, which scripts/test-postgres-versions.sh prints its tables with, on
+    JUnit files as pytest writes them: a failure and a missing major are visible."""
+    from tools import pgmatrix
+
+    case = '<testcase classname="tests.{f}" name="{n}">{body}</testcase>'
+    ok = case.format(f="test_pg_versions", n="test_collector_on_this_major[tables]", body="")
+    bad = case.format(
+        f="test_pg_versions", n="test_collector_on_this_major[tables]", body="<failure/>"
+    )
+    other = case.format(f="test_tables", n="test_x", body="")
+    for major, cases in (("13", bad + other), ("18", ok + other)):
+        (tmp_path / f"{major}.xml").write_text(
+            f"<testsuites><testsuite>{cases}</testsuite></testsuites>"
+        )
+    assert pgmatrix.main([str(tmp_path), "13", "18", "99"]) == 0
+    out = capsys.readouterr().out
+    assert "| 13 | failed |" in out and "| 18 | ok |" in out and "| 99 | not run |" in out
+    assert "| test_pg_versions | 0/1 (1 FAILED) | 1/1 | not run |" in out

@@ -17,6 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import load_all_specs
 
+# series a PostgreSQL major cannot provide, absent (never 0) below the server_version_num
+# given: the rule and panel tests leave them out there (docs/postgres.md, PostgreSQL versions)
+SERVED_FROM = {
+    "runbook_pg_lock_wait_oldest_seconds": 140000,  # pg_locks.waitstart
+    "runbook_pg_sessions_total": 140000,  # pg_stat_database session statistics
+    "runbook_pg_sessions_ended_abnormally_total": 140000,
+}
+
+
+def unavailable_series(version: int) -> set[str]:
+    """The series of SERVED_FROM a server of this version cannot provide."""
+    return {name for name, since in SERVED_FROM.items() if version < since}
+
 
 def server_version(dsn: str) -> int:
     """server_version_num of the server at dsn (e.g. 130023), for assertions on what a major

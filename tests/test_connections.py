@@ -46,7 +46,10 @@ class Runner:
         self.thread.start()
         return self
 
-    def stop(self, timeout: float = 10) -> None:
+    def stop(self, timeout: float = 10, grace: float = 0) -> None:
+        # `grace`: seconds for a statement just released (its lock holder rolled back) to end
+        # by itself; cancelling it at once races its commit on a busy machine
+        self.thread.join(grace)
         if self.thread.is_alive():
             self.conn.cancel_safe(timeout=5)
         self.thread.join(timeout)
@@ -112,7 +115,7 @@ def test_session_blocked_on_row_lock(fresh_db, run_exporter):
         holder.rollback()  # releases the lock: the UPDATE goes through
         holder.close()
         if runner is not None:
-            runner.stop()
+            runner.stop(grace=5)
         waiter.close()
     assert runner.error is None, runner.error
     ex.wait_for(

@@ -17,6 +17,41 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import load_all_specs
 
+# series a PostgreSQL major cannot provide, absent (never 0) below the server_version_num
+# given: the rule and panel tests leave them out there (docs/postgres.md, PostgreSQL versions)
+SERVED_FROM = {
+    "runbook_pg_lock_wait_oldest_seconds": 140000,  # pg_locks.waitstart
+    "runbook_pg_sessions_total": 140000,  # pg_stat_database session statistics
+    "runbook_pg_sessions_ended_abnormally_total": 140000,
+}
+
+
+def unavailable_series(version: int) -> set[str]:
+    """The series of SERVED_FROM a server of this version cannot provide."""
+    return {name for name, since in SERVED_FROM.items() if version < since}
+
+
+def server_version(dsn: str) -> int:
+    """server_version_num of the server at dsn (e.g. 130023), for assertions on what a major
+    provides."""
+    import psycopg
+
+    with psycopg.connect(dsn) as c:
+        return c.info.server_version
+
+
+def flush_stats(c: Any) -> None:
+    """Make this session's table statistics visible to other sessions now. PostgreSQL 15+
+    flushes on request; 13 and 14 send them to the statistics collector when a transaction
+    ends at least 500 ms (PGSTAT_STAT_INTERVAL) after the last send, so wait that out, end
+    one, and give the collector a moment to take them in. `c` is an autocommit connection."""
+    if c.info.server_version >= 150000:
+        c.execute("SELECT pg_stat_force_next_flush()")
+    else:
+        time.sleep(0.6)
+        c.execute("SELECT 1")
+        time.sleep(0.2)
+
 
 class Scrape:
     def __init__(self, text: str) -> None:

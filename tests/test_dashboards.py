@@ -22,6 +22,7 @@ import yaml
 from exporter.demo.devstack import DevStack, iter_rules
 from exporter.metrics import load_all_specs
 from tests import incidents
+from tests.helpers import server_version, unavailable_series
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -358,10 +359,14 @@ def test_every_panel_query_returns_data_during_a_seeded_incident(
             stack.wait_scraped()
             prom = stack.prom
             checks: dict[str, Callable[[], bool]] = {}
+            # a panel on a series this major cannot provide has no data there, by design
+            unavailable = unavailable_series(server_version(fresh_db))
             for name, d in dashboards().items():
                 if name in ANSWERED_ELSEWHERE:
                     continue
                 for where, expr in queries(d):
+                    if any(series in expr for series in unavailable):
+                        continue
                     q = substitute(expr)
                     checks[f"{name}: {where}: {expr}"] = lambda q=q: bool(prom.query(q))
                 for var, sel, label in variable_queries(d):

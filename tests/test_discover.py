@@ -28,7 +28,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.discover import catalog, output, statuses
-from tests.helpers import Scrape
+from tests.helpers import Scrape, flush_stats
 from tests.test_queues import DLQ_TABLE, JOBS_TABLE, add_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,7 +308,7 @@ def test_sampling_a_table_without_statistics_reads_a_bounded_number_of_rows(fres
         ).fetchone()[0]
         rc, text, err = discover(fresh_db, tmp_path)
         assert rc == 0, err
-        c.execute("SELECT pg_stat_force_next_flush()")
+        flush_stats(c)
         after = c.execute(
             "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'big_jobs'"
         ).fetchone()[0]

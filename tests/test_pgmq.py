@@ -27,6 +27,7 @@ from tests.helpers import (
     assert_declared,
     assert_promtool_clean,
     assert_promtool_fires,
+    flush_stats,
     scrape_series,
 )
 
@@ -252,7 +253,7 @@ def test_delete_counts_as_completed_with_completed_by_delete(pgmq_scrape) -> Non
         ids = pgmq.read(c, "deleter", 30, 4)
         for msg in ids:
             assert c.execute("SELECT pgmq.delete('deleter', %s)", (msg,)).fetchone() == (True,)
-        c.execute("SELECT pg_stat_force_next_flush()")
+        flush_stats(c)
     s = ex.wait_for(
         lambda s: val(s, "runbook_queue_recent_jobs", "deleter", outcome="completed") == 4,
         what="4 deletes counted as completed",

@@ -14,6 +14,7 @@ import pytest
 from exporter.db import APPLICATION_NAME
 from exporter.demo.pgserver import LocalPostgres
 from tests.helpers import Scrape
+from tests.pg import selected_bin_dir
 
 COLLECTORS = ("connections", "database", "tables", "statements")
 
@@ -29,7 +30,7 @@ def exporter_sessions(dsn: str) -> int:
 @pytest.mark.slow
 def test_database_restart(run_exporter):
     fast = {"interval": "1s"}
-    with LocalPostgres() as pg:
+    with LocalPostgres(bin_dir=selected_bin_dir()) as pg:
         with psycopg.connect(pg.dsn, autocommit=True) as c:
             c.execute("CREATE EXTENSION pg_stat_statements")
         ex = run_exporter(

@@ -15,6 +15,7 @@ from exporter.collectors.statements import normalise, query_label
 from exporter.demo.pgserver import LocalPostgres
 from exporter.secrets import register_secret
 from tests.helpers import Scrape
+from tests.pg import selected_bin_dir
 
 LOGGER = "exporter.collectors.statements"
 
@@ -152,7 +153,7 @@ def test_database_without_extension(fresh_db, run_exporter, caplog):
 
 def test_library_not_preloaded(run_exporter, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    with LocalPostgres(settings={"shared_preload_libraries": ""}) as pg:
+    with LocalPostgres(settings={"shared_preload_libraries": ""}, bin_dir=selected_bin_dir()) as pg:
         with psycopg.connect(pg.dsn, autocommit=True) as c:
             c.execute("CREATE EXTENSION pg_stat_statements")  # works; reading it does not
         name = f"nolib_{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.helpers import Scrape
+from tests.helpers import Scrape, flush_stats, server_version
 
 
 def target(dsn: str, lock_timeout: str = "1s", **tables: object) -> dict:
@@ -18,12 +18,6 @@ def target(dsn: str, lock_timeout: str = "1s", **tables: object) -> dict:
         "collect_interval": "1s",
         "collectors": {"tables": {"interval": "1s", **tables}},  # default 60s: too slow here
     }
-
-
-def flush_stats(c: psycopg.Connection) -> None:
-    """Backends flush table statistics asynchronously; ask for it now where possible."""
-    if c.info.server_version >= 150000:
-        c.execute("SELECT pg_stat_force_next_flush()")
 
 
 def table(s: Scrape, name: str, metric: str) -> float | None:
@@ -119,14 +113,17 @@ def test_only_top_n_tables_by_size(fresh_db, run_exporter):
         lambda s: s.value("runbook_collector_success", target="app", collector="tables") == 1,
         what="tables collector",
     )
+    # PostgreSQL 13 cannot tell a never-analyzed table (reltuples 0, not -1) from an empty
+    # one, so mid ranks by its 0 pages there until autovacuum or ANALYZE visits it
+    second = "y_mid" if server_version(fresh_db) >= 140000 else "b_small"
     for metric in (
         "runbook_pg_table_size_bytes",
         "runbook_pg_table_live_tuples",
         "runbook_pg_table_dead_tuples",
         "runbook_pg_table_dead_tuple_ratio",
     ):
-        assert tables(s, metric) == {"z_big", "y_mid"}, metric
-    assert table(s, "z_big", "size_bytes") > table(s, "y_mid", "size_bytes")
+        assert tables(s, metric) == {"z_big", second}, metric
+    assert table(s, "z_big", "size_bytes") > table(s, second, "size_bytes")
 
 
 def test_a_locked_table_loses_only_its_size(fresh_db, run_exporter):

@@ -31,6 +31,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.docblock import write_block  # noqa: E402
 from exporter.collectors import cron  # noqa: E402
 from exporter.config import parse_config  # noqa: E402
 from exporter.db import open_connection  # noqa: E402
@@ -181,10 +182,7 @@ def render(rows: int, results: list[tuple[str, str, float, int]], runs: int, ser
 
 
 def write_doc(block: str) -> None:
-    text = DOC.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + block + tail)
+    write_block(DOC, START, END, block, "## Measured")
 
 
 def main() -> int:

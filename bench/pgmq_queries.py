@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import re
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.docblock import write_block  # noqa: E402
 from exporter.config import parse_config  # noqa: E402
 from exporter.demo.pgserver import LocalPostgres  # noqa: E402
 from exporter.queuekinds import base  # noqa: E402
@@ -211,12 +211,7 @@ def render(rows: list[Row], notes: list[str], runs: int, server: str) -> str:
 
 
 def write_doc(block: str) -> None:
-    text = DOC.read_text()
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n### pgmq: measured\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_block(DOC, START, END, block, "### pgmq: measured")
 
 
 async def amain(args: argparse.Namespace) -> int:

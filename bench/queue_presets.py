@@ -39,6 +39,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.docblock import write_block  # noqa: E402
 from exporter import queuekinds  # noqa: E402
 from exporter.config import Target  # noqa: E402
 from exporter.demo.pgserver import LocalPostgres  # noqa: E402
@@ -508,12 +509,7 @@ def render(rows: list[Row], notes: list[str], runs: int, server: str) -> str:
 
 
 def write_doc(block: str) -> None:
-    text = DOC.read_text()
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n### Presets: measured\n\n" + block + "\n"
-    DOC.write_text(text)
+    write_block(DOC, START, END, block, "### Presets: measured")
 
 
 async def amain(args: argparse.Namespace) -> int:

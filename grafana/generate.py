@@ -176,6 +176,16 @@ class Panel:
         self.targets.append(Target(expr, legend, threshold=True))
         return self
 
+    def add_levels(self, threshold: str, selector: str, legend: str) -> Panel:
+        """The warning and critical lines of one threshold series (`selector`: its label
+        filter, `legend`: the entity's legend)."""
+        for severity in ("warning", "critical"):
+            self.add_threshold(
+                f'{threshold}{{{selector}, severity="{severity}"}}',
+                f"{legend} {severity} threshold",
+            )
+        return self
+
     def metrics(self) -> set[str]:
         return {m for t in self.targets for m in expr_metrics(t.expr)}
 
@@ -1544,10 +1554,8 @@ def reported(title: str, value: str, unit: str, description: str, **kw: Any) -> 
     """A figure the app reports with its warning and critical threshold lines."""
     e = "{{app}} / {{endpoint}}"
     limit = APP_REPORTED[value]
-    return (
-        ts(title, f"{value}{{{AE}}}", e, unit, description=description, **kw)
-        .add_threshold(f'{limit}{{{AE}, severity="warning"}}', f"{e} warning threshold")
-        .add_threshold(f'{limit}{{{AE}, severity="critical"}}', f"{e} critical threshold")
+    return ts(title, f"{value}{{{AE}}}", e, unit, description=description, **kw).add_levels(
+        limit, AE, e
     )
 
 
@@ -1645,11 +1653,13 @@ CRON_STATUS = worst(
     [
         check(
             "consecutive_failures",
-            f"clamp_max((runbook_cron_job_consecutive_failures{{{TJ}}} >= bool on(target, jobname)"
-            ' runbook_cron_job_consecutive_failures_threshold{severity="warning"})'
-            f" + 2 * (runbook_cron_job_consecutive_failures{{{TJ}}} >= bool on(target, jobname)"
-            ' runbook_cron_job_consecutive_failures_threshold{severity="critical"}), 2)'
-            f" and {ACTIVE_JOB}",
+            levels(
+                f"runbook_cron_job_consecutive_failures{{{TJ}}}",
+                "runbook_cron_job_consecutive_failures_threshold",
+                "target, jobname",
+                op=">=",
+            )
+            + f" and {ACTIVE_JOB}",
         ),
         check(
             "overdue",
@@ -1714,15 +1724,7 @@ def scheduled(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     j,
                     description="Failed runs since the job's newest success (CronJobFailing: "
                     "warning and critical counts per job).",
-                )
-                .add_threshold(
-                    f'runbook_cron_job_consecutive_failures_threshold{{{TJ}, severity="warning"}}',
-                    f"{j} warning threshold",
-                )
-                .add_threshold(
-                    f'runbook_cron_job_consecutive_failures_threshold{{{TJ}, severity="critical"}}',
-                    f"{j} critical threshold",
-                ),
+                ).add_levels("runbook_cron_job_consecutive_failures_threshold", TJ, j),
                 ts(
                     "Failed runs in the window",
                     f"runbook_cron_job_recent_failures{{{TJ}}}",
@@ -1801,15 +1803,7 @@ def scheduled(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "percentunit",
                     max=1,
                     description="Failed share of the window's responses (PgNetFailureRatioHigh).",
-                )
-                .add_threshold(
-                    f'runbook_pgnet_failure_ratio_threshold{{{T}, severity="warning"}}',
-                    f"{t} warning threshold",
-                )
-                .add_threshold(
-                    f'runbook_pgnet_failure_ratio_threshold{{{T}, severity="critical"}}',
-                    f"{t} critical threshold",
-                ),
+                ).add_levels("runbook_pgnet_failure_ratio_threshold", T, t),
                 ts(
                     "Requests waiting in net.http_request_queue",
                     f"runbook_pgnet_request_queue_depth{{{T}}}",
@@ -1829,21 +1823,20 @@ def scheduled(alerts: dict[str, set[str]]) -> dict[str, Any]:
     )
 
 
-TST = 'target=~"$target"'
 B = 'backup=~"$backup"'
 RETENTION_LIMIT = (
-    f"runbook_retention_period_seconds{{{TST}}}"
-    f" + on(target, schema, table) runbook_retention_grace_seconds{{{TST}}}"
+    f"runbook_retention_period_seconds{{{T}}}"
+    f" + on(target, schema, table) runbook_retention_grace_seconds{{{T}}}"
 )
 RETENTION_STATUS = worst(
     "target, schema, table",
     [
         check(
             "cleanup_behind",
-            f"(runbook_retention_oldest_row_age_seconds{{{TST}}} > bool on(target, schema, table)"
+            f"(runbook_retention_oldest_row_age_seconds{{{T}}} > bool on(target, schema, table)"
             f" ({RETENTION_LIMIT}))",
         ),
-        check("unreadable", f"(1 - runbook_retention_up{{{TST}}})"),
+        check("unreadable", f"(1 - runbook_retention_up{{{T}}})"),
     ],
 )
 BACKUP_STATUS = worst(
@@ -1880,7 +1873,7 @@ def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
             [
                 ts(
                     "Oldest row's age",
-                    f"runbook_retention_oldest_row_age_seconds{{{TST}}}",
+                    f"runbook_retention_oldest_row_age_seconds{{{T}}}",
                     tbl,
                     "s",
                     description="Age of the oldest row of each table with a retention period; "
@@ -1889,10 +1882,10 @@ def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     about={"runbook_retention_period_seconds"},
                 )
                 .add_threshold(RETENTION_LIMIT, f"{tbl} period + grace warning limit")
-                .add_threshold(f"runbook_retention_period_seconds{{{TST}}}", f"{tbl} period limit"),
+                .add_threshold(f"runbook_retention_period_seconds{{{T}}}", f"{tbl} period limit"),
                 ts(
                     "Rows past retention",
-                    f"runbook_retention_expired_rows{{{TST}}}",
+                    f"runbook_retention_expired_rows{{{T}}}",
                     tbl,
                     description="Counted through the index up to the table's max_count: "
                     "`runbook_retention_expired_rows_capped` 1 means at least this many.",
@@ -1909,15 +1902,7 @@ def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
                     "s",
                     description="Time since the newest good backup the source lists "
                     "(BackupTooOld at the warning / critical ages).",
-                )
-                .add_threshold(
-                    f'runbook_backup_age_threshold_seconds{{{B}, severity="warning"}}',
-                    f"{b} warning threshold",
-                )
-                .add_threshold(
-                    f'runbook_backup_age_threshold_seconds{{{B}, severity="critical"}}',
-                    f"{b} critical threshold",
-                ),
+                ).add_levels("runbook_backup_age_threshold_seconds", B, b),
                 ts("Backup size", f"runbook_backup_size_bytes{{{B}}}", b, "bytes"),
                 ts(
                     "Backups found",
@@ -1942,26 +1927,26 @@ def data(alerts: dict[str, set[str]]) -> dict[str, Any]:
             [
                 ts(
                     "Query success",
-                    f"runbook_custom_query_success{{{TST}}}",
+                    f"runbook_custom_query_success{{{T}}}",
                     q,
                     max=1,
                     description="1 when the custom query's last run worked (targets[].queries).",
                 ),
                 ts(
                     "Query duration",
-                    f"runbook_custom_query_duration_seconds{{{TST}}}",
+                    f"runbook_custom_query_duration_seconds{{{T}}}",
                     q,
                     "s",
                 ),
                 ts(
                     "Since the last success",
-                    f"time() - runbook_custom_query_last_success_timestamp_seconds{{{TST}}}",
+                    f"time() - runbook_custom_query_last_success_timestamp_seconds{{{T}}}",
                     q,
                     "s",
                 ),
                 ts(
                     "Series dropped by max_series",
-                    f"runbook_custom_query_series_dropped{{{TST}}}",
+                    f"runbook_custom_query_series_dropped{{{T}}}",
                     q,
                 ),
             ],

@@ -208,6 +208,7 @@ def jobs_db(fresh_db: str) -> str:
 # --- a runbook-style jobs table -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jobs_tables_become_table_queues_with_their_dead_status(jobs_db, tmp_path):
     rc, text, err = discover(jobs_db, tmp_path, "--name", "app")
     assert rc == 0, err
@@ -269,6 +270,7 @@ def test_jobs_tables_become_table_queues_with_their_dead_status(jobs_db, tmp_pat
     assert "discover: wrote the configuration" in err and "3 item(s) to monitor" in err
 
 
+@pytest.mark.slow
 def test_jobs_config_round_trips_through_check_config_and_a_scrape(jobs_db, tmp_path, run_exporter):
     rc, text, err = discover(jobs_db, tmp_path)
     assert rc == 0, err
@@ -292,6 +294,7 @@ def test_jobs_config_round_trips_through_check_config_and_a_scrape(jobs_db, tmp_
     assert s.value("runbook_queue_up", target=name, queue="webhook_jobs") == 1
 
 
+@pytest.mark.slow
 def test_sampling_a_table_without_statistics_reads_a_bounded_number_of_rows(fresh_db, tmp_path):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(
@@ -320,6 +323,7 @@ def test_sampling_a_table_without_statistics_reads_a_bounded_number_of_rows(fres
 # --- pgmq ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
     fresh_db, tmp_path, run_exporter
 ):
@@ -352,6 +356,7 @@ def test_pgmq_queues_become_pgmq_items_with_their_dead_letter_queue(
     serves(text, run_exporter)
 
 
+@pytest.mark.slow
 def test_many_pgmq_queues_become_one_wildcard_item(fresh_db, tmp_path):
     names = [f"q{i:02d}" for i in range(catalog.PGMQ_NAMED_MAX + 1)]
     with psycopg.connect(fresh_db, autocommit=True) as c:
@@ -393,6 +398,7 @@ def stand_ins(tmp_path: Path) -> str:
     return f"import exporter.collectors\nexporter.collectors.__path__.append({str(where)!r})"
 
 
+@pytest.mark.slow
 def test_cron_and_pgnet_switch_their_collectors_on_once_the_exporter_has_them(fresh_db, tmp_path):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         seed_cron_and_net(c)
@@ -409,6 +415,7 @@ def test_cron_and_pgnet_switch_their_collectors_on_once_the_exporter_has_them(fr
     assert "collector pgnet: every 15s" in checked.stdout
 
 
+@pytest.mark.slow
 def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(
     fresh_db, tmp_path, run_exporter
 ):
@@ -430,6 +437,7 @@ def test_cron_and_pgnet_are_comments_while_the_exporter_lacks_them(
 # --- nothing found, errors, secrets -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_empty_database_gives_a_valid_config_and_exit_1(fresh_db, tmp_path, run_exporter):
     rc, text, err = discover(fresh_db, tmp_path)
     assert rc == 1, err
@@ -441,6 +449,7 @@ def test_an_empty_database_gives_a_valid_config_and_exit_1(fresh_db, tmp_path, r
     serves(text, run_exporter)  # the database-health collectors
 
 
+@pytest.mark.slow
 def test_the_password_is_never_printed(jobs_db, tmp_path):
     secret = "Sekr3t-pw-4242"
     params = conninfo_to_dict(jobs_db)
@@ -462,6 +471,7 @@ def test_the_password_is_never_printed(jobs_db, tmp_path):
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_bad_options_exit_2_with_one_line(tmp_path, fresh_db):
     r = cli("discover", "--dsn", "this is not a dsn password=Sekr3t-pw")
     assert r.returncode == 2 and "Sekr3t" not in r.stderr
@@ -538,6 +548,7 @@ def test_database_text_in_comments_stays_on_one_line():
     assert w.text() == "# a table named x\\x0ay: 1\n"
 
 
+@pytest.mark.slow
 def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path, run_exporter):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(
@@ -563,6 +574,7 @@ def test_a_discovered_status_value_needing_quotes_round_trips(fresh_db, tmp_path
     assert s.value("runbook_queue_jobs", queue="job_queue", status="processing") == 1
 
 
+@pytest.mark.slow
 def test_missing_privileges_are_said_with_the_statements_that_grant_them(fresh_db, tmp_path):
     role = f"discoverer_{conninfo_to_dict(fresh_db)['dbname']}"
     with psycopg.connect(fresh_db, autocommit=True) as c:
@@ -594,6 +606,7 @@ def test_missing_privileges_are_said_with_the_statements_that_grant_them(fresh_d
             c.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
+@pytest.mark.slow
 def test_same_table_names_in_two_schemas_get_their_own_labels(fresh_db, tmp_path, run_exporter):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         for schema in ("billing", "mail"):
@@ -616,6 +629,7 @@ def test_same_table_names_in_two_schemas_get_their_own_labels(fresh_db, tmp_path
     assert s.value("runbook_queue_jobs", queue="mail_jobs", status="pending") == 10
 
 
+@pytest.mark.slow
 def test_pg_stat_statements_missing_in_the_database_is_said_with_its_fix(fresh_db, tmp_path):
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute("DROP EXTENSION pg_stat_statements")  # loaded by the server, not created here

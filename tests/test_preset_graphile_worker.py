@@ -98,6 +98,7 @@ def worker_scrape(worker_db: str, run_exporter) -> Scrape:
     )
 
 
+@pytest.mark.slow
 def test_graphile_worker_states_in_a_real_scrape(worker_scrape: Scrape) -> None:
     s = worker_scrape
     jobs = roles_of(s, ("send_email", "reports", "resize_image"))
@@ -140,6 +141,7 @@ def test_graphile_worker_states_in_a_real_scrape(worker_scrape: Scrape) -> None:
     assert_promtool_clean(s.text)
 
 
+@pytest.mark.slow
 def test_queue_alerts_fire_in_promtool_on_the_graphile_worker_scrape(
     worker_scrape: Scrape, tmp_path
 ) -> None:
@@ -179,6 +181,7 @@ def test_graphile_worker_config_shapes_and_errors() -> None:
     )
 
 
+@pytest.mark.slow
 def test_discover_finds_graphile_worker(
     worker_db: str, release: Release, tmp_path: Path, capsys
 ) -> None:
@@ -198,6 +201,7 @@ def test_discover_finds_graphile_worker(
 # --- doctor ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doctor_reports_the_version_and_what_a_scrape_reads(
     worker_db: str, release: Release, capsys
 ) -> None:
@@ -210,6 +214,7 @@ def test_doctor_reports_the_version_and_what_a_scrape_reads(
     assert "_private" not in out  # the private tables are never named
 
 
+@pytest.mark.slow
 def test_the_view_alone_is_enough(worker_db: str, pg_server: str, capsys) -> None:
     """A role granted the public view only (not the private tables, not the migrations
     table) reads every queue: the view reads the private tables with its owner's rights; the
@@ -238,6 +243,7 @@ def test_the_view_alone_is_enough(worker_db: str, pg_server: str, capsys) -> Non
             c.execute(f"DROP ROLE {role}")
 
 
+@pytest.mark.slow
 def test_graphile_worker_before_0_16_is_refused(fresh_db: str, capsys) -> None:
     """graphile-worker 0.15 and older: `jobs` is its table, not the public view."""
     with psycopg.connect(fresh_db, autocommit=True) as c:

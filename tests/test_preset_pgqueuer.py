@@ -90,6 +90,7 @@ def pgqueuer_scrape(pgqueuer_db: str, run_exporter) -> Scrape:
     )
 
 
+@pytest.mark.slow
 def test_pgqueuer_states_in_a_real_scrape(pgqueuer_scrape: Scrape) -> None:
     s = pgqueuer_scrape
     jobs = roles_of(s, ("send_email", "reports", "resize_image", "notify"))
@@ -138,6 +139,7 @@ def test_pgqueuer_states_in_a_real_scrape(pgqueuer_scrape: Scrape) -> None:
     assert_promtool_clean(s.text)
 
 
+@pytest.mark.slow
 def test_queue_alerts_fire_in_promtool_on_the_pgqueuer_scrape(
     pgqueuer_scrape: Scrape, tmp_path
 ) -> None:
@@ -176,6 +178,7 @@ def test_pgqueuer_config_shapes_and_errors() -> None:
     )
 
 
+@pytest.mark.slow
 def test_discover_finds_pgqueuer(
     pgqueuer_db: str, release: Release, tmp_path: Path, capsys
 ) -> None:
@@ -216,6 +219,7 @@ def test_check_config_says_what_each_preset_item_reads(tmp_path) -> None:
 # --- doctor ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> None:
     seed(fresh_db)
     cfg = {"targets": [{"name": "app", "dsn": fresh_db, "queues": [{"pgqueuer": "resize_image"}]}]}
@@ -243,6 +247,7 @@ def test_doctor_reports_the_version_and_the_log_index(fresh_db: str, capsys) -> 
     assert "CREATE INDEX CONCURRENTLY pgqueuer_log_created ON public.pgqueuer_log (created);" in out
 
 
+@pytest.mark.slow
 def test_a_schema_and_a_prefix(fresh_db: str, capsys) -> None:
     """pgqueuer installed with --schema billing --prefix billing_ is read with the same two
     settings."""
@@ -259,6 +264,7 @@ def test_a_schema_and_a_prefix(fresh_db: str, capsys) -> None:
     assert 'table "billing.pgqueuer" does not exist' in out
 
 
+@pytest.mark.slow
 def test_pgqueuer_0x_schema_is_refused(fresh_db: str, capsys) -> None:
     """pgqueuer before 1.0 had no attempts column (no retries in the database)."""
     pgqueuer_jobs.install(fresh_db)

@@ -143,7 +143,9 @@ class _Running:
 
     job: Job
     task: asyncio.Task | None = None
-    ready_at: float = 0.0  # monotonic time by which its first run has finished or timed out
+    # monotonic time by which its first run has finished or timed out; unknown (never) until
+    # its task has started: readiness is read from another thread in between
+    ready_at: float = math.inf
     completed: int = 0  # runs completed by the current loop (reset the restart backoff)
 
 

@@ -278,6 +278,25 @@ def test_ready_once_every_job_ran_or_its_first_timeout_passed():
     assert all(ok for t, ok in seen if t >= became)  # and it stays ready
 
 
+def test_not_ready_while_jobs_are_started_but_not_yet_running():
+    """Readiness is read from the HTTP thread: between the scheduler creating the job tasks and
+    those tasks first running, no job has a deadline yet, which must not count as passed."""
+    s = Scheduler(Store(), first_run_within=0.1)
+    s.add(Job(("t", "a"), 60, 5, _empty))
+    s.add(Job(("t", "b"), 60, 5, _empty))
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        task = asyncio.create_task(s.run(stop))
+        await asyncio.sleep(0)  # run() creates the job tasks; they have not run yet
+        seen = s.ready()
+        stop.set()
+        await task
+        return seen
+
+    assert asyncio.run(main()) is False
+
+
 def test_replace_keeps_unchanged_jobs_and_drops_removed_ones():
     runs: dict[str, int] = {"kept": 0, "removed": 0, "added": 0}
 

@@ -8,7 +8,7 @@ warning, red for critical, by an override on its legend.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Self, TypeVar
 
 from grafana_foundation_sdk.builders import (
     bargauge,
@@ -21,6 +21,7 @@ from grafana_foundation_sdk.builders import (
     timeseries,
 )
 from grafana_foundation_sdk.builders import dashboard as sdk
+from grafana_foundation_sdk.cog import builder as cog
 from grafana_foundation_sdk.models import common as c
 from grafana_foundation_sdk.models import dashboard as m
 from grafana_foundation_sdk.models import heatmap as hm
@@ -28,7 +29,7 @@ from grafana_foundation_sdk.models import prometheus as pm
 
 # every query reads the data source of the dashboard's $datasource variable
 DATASOURCE = m.DataSourceRef(type_val="prometheus", uid="${datasource}")
-GREEN = [m.Threshold(value=None, color="green")]
+P = TypeVar("P", bound=cog.Builder)
 
 
 def query(expr: str, legend: str = "", instant: bool = False) -> prometheus.Dataquery:
@@ -93,12 +94,11 @@ class Graph(timeseries.Panel):
 
     def __init__(self) -> None:
         super().__init__()
-        self._refs = 0
         self._dashed = False
 
     def with_target(self, target: prometheus.Dataquery) -> Self:  # type: ignore[override]
-        self._refs += 1
-        return super().with_target(target.ref_id(chr(ord("A") + self._refs - 1)))
+        ref = chr(ord("A") + len(self.build().targets or []))
+        return super().with_target(target.ref_id(ref))
 
     def threshold(self, expr: str, legend: str) -> Self:
         """A dashed line of a threshold series (its legend says warning/critical, threshold or
@@ -119,16 +119,27 @@ class Graph(timeseries.Panel):
         return self
 
 
+def base(panel: P, title: str, *targets: prometheus.Dataquery, unit: str = "short") -> P:
+    """What every panel has: its queries (refIds A, B, ...) on $datasource, a unit, 12 x 8 of
+    the grid, colours from the palette over a single green threshold."""
+    return (
+        panel.title(title)  # type: ignore[attr-defined]
+        .datasource(DATASOURCE)
+        .targets([t.ref_id(chr(ord("A") + i)) for i, t in enumerate(targets)])
+        .unit(unit)
+        .span(12)
+        .height(8)
+        .mappings([])
+        .thresholds(steps((None, "green")))
+        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+    )
+
+
 def graph(title: str, *targets: prometheus.Dataquery, unit: str = "short", stack: bool = False):
     """A time series panel: lines, a table legend with the last and max values."""
-    p = Graph().title(title).datasource(DATASOURCE).unit(unit).span(12).height(8)
-    for t in targets:
-        p.with_target(t)
     stacking = c.StackingMode.NORMAL if stack else c.StackingMode.NONE
     return (
-        p.mappings([])
-        .thresholds(steps(*((None, "green"),)))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+        base(Graph(), title, *targets, unit=unit)
         .draw_style(c.GraphDrawStyle.LINE)
         .line_width(1)
         .fill_opacity(10)
@@ -153,23 +164,10 @@ def ts(title: str, expr: str, legend: str, unit: str = "short", stack: bool = Fa
     return graph(title, query(expr, legend), unit=unit, stack=stack)
 
 
-def _refs(targets: tuple[prometheus.Dataquery, ...]) -> list[prometheus.Dataquery]:
-    return [t.ref_id(chr(ord("A") + i)) for i, t in enumerate(targets)]
-
-
 def single(title: str, *targets: prometheus.Dataquery, unit: str = "short") -> stat.Panel:
     """A stat panel of the last value of each series."""
     return (
-        stat.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .targets(_refs(targets))
-        .unit(unit)
-        .span(12)
-        .height(8)
-        .mappings([])
-        .thresholds(steps((None, "green")))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+        base(stat.Panel(), title, *targets, unit=unit)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
         .color_mode(c.BigValueColorMode.VALUE)
         .graph_mode(c.BigValueGraphMode.NONE)
@@ -203,16 +201,8 @@ def stat_levels(title: str, expr: str, legend: str, w: int = 12) -> stat.Panel:
 def timeline(title: str, expr: str, legend: str, mappings: list[m.ValueMapping]):
     """A state timeline of a 0/1 series (up, success) with its mapping."""
     return (
-        statetimeline.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, legend).ref_id("A"))
-        .unit("short")
-        .span(12)
-        .height(8)
+        base(statetimeline.Panel(), title, query(expr, legend))
         .mappings(mappings)
-        .thresholds(steps((None, "green")))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
         .fill_opacity(80)
         .line_width(0)
         .show_value(c.VisibilityMode.NEVER)
@@ -233,16 +223,7 @@ def timeline(title: str, expr: str, legend: str, mappings: list[m.ValueMapping])
 def bars(title: str, expr: str, legend: str) -> bargauge.Panel:
     """Horizontal bars of the last value of each series (a top 10)."""
     return (
-        bargauge.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, legend, instant=True).ref_id("A"))
-        .unit("short")
-        .span(12)
-        .height(8)
-        .mappings([])
-        .thresholds(steps((None, "green")))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+        base(bargauge.Panel(), title, query(expr, legend, instant=True))
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
         .orientation(c.VizOrientation.HORIZONTAL)
         .display_mode(c.BarGaugeDisplayMode.GRADIENT)
@@ -252,17 +233,9 @@ def bars(title: str, expr: str, legend: str) -> bargauge.Panel:
 
 def histogram(title: str, expr: str, legend: str, unit: str) -> heatmap.Panel:
     """A heatmap of a Prometheus histogram's buckets (calculated by Prometheus, not Grafana)."""
+    heat = query(expr, legend).format(pm.PromQueryFormat.HEATMAP)
     return (
-        heatmap.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, legend).format(pm.PromQueryFormat.HEATMAP).ref_id("A"))
-        .unit(unit)
-        .span(12)
-        .height(8)
-        .mappings([])
-        .thresholds(steps((None, "green")))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+        base(heatmap.Panel(), title, heat, unit=unit)
         .calculate(False)
         .cell_gap(1)
         .color(
@@ -284,17 +257,9 @@ def histogram(title: str, expr: str, legend: str, unit: str) -> heatmap.Panel:
 
 def grid(title: str, expr: str, unit: str = "short") -> table.Panel:
     """A table of an instant query's series, one row each."""
+    rows = query(expr, instant=True).format(pm.PromQueryFormat.TABLE)
     return (
-        table.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, instant=True).format(pm.PromQueryFormat.TABLE).ref_id("A"))
-        .unit(unit)
-        .span(12)
-        .height(8)
-        .mappings([])
-        .thresholds(steps((None, "green")))
-        .color_scheme(colors(m.FieldColorModeId.PALETTE_CLASSIC))
+        base(table.Panel(), title, rows, unit=unit)
         .show_header(True)
         .cell_height(c.TableCellHeight.SM)
         .footer(common.TableFooterOptions().show(False))

@@ -328,6 +328,9 @@ def test_cli_writes_the_dashboards(tmp_path: Path, capsys: pytest.CaptureFixture
     assert 'up{job="exporter"}' in [e for _, e in queries(overview)]
     assert overview["__inputs"][0]["name"] == "DS_PROMETHEUS"
     assert all(u.startswith(OTHER_BASE) for u in links({"o": overview}))
+    assert cli.main(["dashboards", "--output", str(out), "--job", 'pg "mon"']) == 0
+    overview = json.loads((out / "dashboards/runbook-overview.json").read_text())
+    assert 'up{job="pg \\"mon\\""}' in [e for _, e in queries(overview)]
     assert cli.main(["dashboards", "--output", str(out), "--provisioning"]) == 0
     assert (out / "provisioning/datasources/prometheus.yml").is_file()
     capsys.readouterr()

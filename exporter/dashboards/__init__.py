@@ -38,9 +38,12 @@ def shipped_rule_files() -> list[str]:
     """The shipped alert rules (their default render): the runbook links come from them."""
     try:  # the rules rendered by exporter/rules (issue 17 part 2)
         from exporter.rules import render as render_rules
-    except ImportError:  # not merged yet: the checked-in render of a source checkout
+    except ImportError:  # before exporter/rules: the checked-in rules of a source checkout
         root = Path(__file__).resolve().parents[2] / "alerts"
-        return [p.read_text() for p in sorted(root.glob("*.rules.yml"))]
+        files = [p.read_text() for p in sorted(root.glob("*.rules.yml"))]
+        if not files:  # no links at all would be a quiet loss
+            raise RuntimeError(f"no alert rules to link the runbooks of: {root}") from None
+        return files
     return [t for name, t in render_rules().items() if name.endswith(".rules.yml")]
 
 
@@ -108,10 +111,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=RUNBOOK_URL_BASE,
         help="runbook links are <base><AlertName>.md (default: %(default)s)",
     )
-    p.add_argument(
+    job = p.add_mutually_exclusive_group()
+    job.add_argument("--job", help='the exporter\'s scrape job name: --job-selector job="NAME"')
+    job.add_argument(
         "--job-selector",
         default=DEFAULT_JOB_SELECTOR,
-        help="the exporter's scrape job in the overview, as for `rules` (default: %(default)s)",
+        help="the exporter's scrape job in the overview's scrape panels, as `rules` takes it "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--provisioning",
@@ -121,13 +127,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def escape(value: str) -> str:
+    """A PromQL string literal's content for `value`."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def run_command(args: argparse.Namespace) -> int:
-    o = Options(args.runbook_url_base, args.provisioning, args.job_selector)
+    job = f'job="{escape(args.job)}"' if args.job is not None else args.job_selector
+    o = Options(args.runbook_url_base, args.provisioning, job)
     try:
         files = render(o)
     except DashboardsOptionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # no rules to link (shipped_rule_files)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     out = Path(args.output)
     try:
         for name, text in files.items():

@@ -1,5 +1,5 @@
 """Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`,
-`runbook-exporter discover`.
+`runbook-exporter discover`, `runbook-exporter dashboards`.
 
 Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failure,
 2 configuration error (the message names file, path and value).
@@ -12,6 +12,7 @@ import sys
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
+from exporter.dashboards import add_parser as add_dashboards_parser
 from exporter.server import DEFAULT_PORT
 from exporter.serving import serve
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # SUPPRESS: `runbook-exporter --config.file=x doctor` keeps x instead of this default
     d.add_argument("--config.file", dest="config_file", default=argparse.SUPPRESS)
+    add_dashboards_parser(sub)
     disc = sub.add_parser(
         "discover",
         help="inspect a database (read-only) and print a configuration for it: job-queue "
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
+    if args.command == "dashboards":  # reads no configuration either
+        from exporter.dashboards import run_command
+
+        return run_command(args)
     if args.command == "discover":  # reads no configuration: it writes one
         from exporter.discover import run_discover
 

@@ -1,33 +1,37 @@
-"""The Grafana dashboards: generated files current, valid for current Grafana, every query
-valid PromQL over declared metrics, every shipped alert linked to its runbook, and every query
-answered by a real Prometheus scraping the real exporter during a seeded incident."""
+"""The Grafana dashboards (exporter/dashboards, on grafana-foundation-sdk): the checked-in
+grafana/ is the default render, every render is valid for current Grafana, every query valid
+PromQL over declared metrics, every shipped alert linked to its runbook, the CLI writes them
+for import or provisioning, and every query is answered by a real Prometheus scraping the real
+exporter during a seeded incident."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import promql_parser
 import pytest
 import yaml
 
+from exporter import cli
+from exporter.dashboards import DashboardsOptionError, Options, render, shipped_rule_files
+from exporter.dashboards import promql as status
+from exporter.dashboards.links import SCRAPE, expr_metrics, linkable, load_alerts
 from exporter.demo.devstack import DevStack, iter_rules
 from exporter.metrics import load_all_specs
+from exporter.shipped import RUNBOOK_URL_BASE
 from tests import incidents
 from tests.helpers import server_version, unavailable_series
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARDS = ROOT / "grafana" / "dashboards"
-PROVISIONING = ROOT / "grafana" / "provisioning"
-RUNBOOK_BASE = "https://github.com/runbook-exporter/runbook-exporter/blob/main/docs/runbooks/"
+GRAFANA = ROOT / "grafana"
+RUNBOOK_BASE = RUNBOOK_URL_BASE
 PANEL_TYPES = {"row", "timeseries", "stat", "table", "heatmap", "state-timeline", "bargauge"}
 BUILTIN_VARS = {"__rate_interval", "__interval", "__range"}
 # what Grafana substitutes, for a 1 s scrape interval and "All" selected
@@ -40,19 +44,19 @@ ANSWERED_ELSEWHERE = {"runbook-scheduled.json", "runbook-poolers.json"}
 PROMETHEUS_SERIES = {"ALERTS", "up", "scrape_duration_seconds"}
 # Supavisor's own metrics, scraped by Prometheus beside the exporter (docs/supabase.md)
 SUPAVISOR_SERIES = {"supavisor_pool_checkout_duration_bucket", "supavisor_connections_active"}
+OTHER_BASE = "https://wiki.example.internal/runbooks/"
 
 
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_generate", ROOT / "grafana/generate.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+@cache
+def rendered(provisioning: bool = False, base: str = RUNBOOK_BASE) -> dict[str, dict[str, Any]]:
+    """File name -> dashboard of one render (for import by default)."""
+    files = render(Options(runbook_url_base=base, provisioning=provisioning))
+    return {n.removeprefix("dashboards/"): json.loads(t) for n, t in files.items() if ".json" in n}
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
-    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+    """The default render's dashboards (their queries are the same in every render)."""
+    return rendered()
 
 
 def panels(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -101,33 +105,46 @@ def selectors(expr: str) -> list[tuple[str | None, dict[str, str]]]:
     return found
 
 
+def links(ds: dict[str, dict[str, Any]]) -> list[str]:
+    return [link["url"] for d in ds.values() for p in panels(d) for link in p.get("links", [])]
+
+
 # --- static checks --------------------------------------------------------------------------
 
 
-def test_generated_dashboards_are_current() -> None:
-    built = load_generator().build_all()
-    on_disk = {p.name: p.read_text() for p in DASHBOARDS.glob("*.json")}
-    assert set(on_disk) == set(built), "extra or missing files: run python grafana/generate.py"
+def test_checked_in_grafana_is_the_default_provisioning_render() -> None:
+    """grafana/ is `runbook-exporter dashboards --provisioning --output grafana`, and the CLI
+    writes exactly what render() returns."""
+    built = render(Options(provisioning=True))
+    on_disk = {
+        str(p.relative_to(GRAFANA)): p.read_text()
+        for p in GRAFANA.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".yml")
+    }
+    fix = "run: runbook-exporter dashboards --provisioning --output grafana"
+    assert set(on_disk) == set(built), f"extra or missing files: {fix}"
     stale = sorted(n for n in built if built[n] != on_disk[n])
-    assert not stale, f"stale dashboards {stale}: run python grafana/generate.py"
+    assert not stale, f"stale {stale}: {fix}"
 
 
-def test_dashboards_are_valid_for_current_grafana() -> None:
-    ds = dashboards()
-    assert len(ds) >= 5
+@pytest.mark.parametrize("provisioning", [False, True], ids=["import", "provisioning"])
+def test_dashboards_are_valid_for_current_grafana(provisioning: bool) -> None:
+    ds = rendered(provisioning)
+    assert len(ds) == 8
     uids = [d["uid"] for d in ds.values()]
     assert len(set(uids)) == len(uids)
     for name, d in ds.items():
+        assert name == f"{d['uid']}.json"
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", d["uid"]), name
         assert d["title"].startswith("runbook-exporter / "), name
-        assert d["schemaVersion"] >= 36, name  # Grafana 9.0+; the generator writes 39
+        assert d["schemaVersion"] >= 39, name  # the SDK's schema: 42, Grafana 12
         assert "runbook-exporter" in d["tags"]
-        assert d.get("id") is None  # provisioned: Grafana assigns the id
+        assert d.get("id") is None  # Grafana assigns the id
         variables = {v["name"]: v for v in d["templating"]["list"]}
         dsv = variables["datasource"]
         assert (dsv["type"], dsv["query"]) == ("datasource", "prometheus"), name
         ids = [p["id"] for p in panels(d)]
-        assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        assert len(ids) == len(set(ids)) and 0 not in ids, f"{name}: panel ids {ids}"
         boxes: list[tuple[int, int, int, int, str]] = []
         for p in panels(d):
             assert p["type"] in PANEL_TYPES, (name, p["type"])
@@ -145,6 +162,7 @@ def test_dashboards_are_valid_for_current_grafana() -> None:
                 assert not overlap, f"{name}: {p['title']} overlaps {other}"
             boxes.append((g["x"], g["y"], g["w"], g["h"], p["title"]))
             if p["type"] == "row":
+                assert not p["panels"] and not p["collapsed"], (name, p["title"])
                 continue
             assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert p["targets"], f"{name}: {p['title']} has no query"
@@ -155,10 +173,35 @@ def test_dashboards_are_valid_for_current_grafana() -> None:
                 assert t["expr"].strip()
             for link in p.get("links", []):
                 assert link["url"].startswith(RUNBOOK_BASE) and link["url"].endswith(".md")
+        # links and annotations where Grafana shows them, not in the controls menu
+        assert "placement" not in json.dumps([d["links"], d["annotations"]]), name
         # every variable a query uses is defined on the dashboard (or is Grafana's own)
         used = {m for _, q in queries(d) for m in VAR_RE.findall(q) if m not in BUILTIN_VARS}
         used |= {m for _, sel, _ in variable_queries(d) for m in VAR_RE.findall(sel)}
         assert used <= set(variables), f"{name}: undefined variables {used - set(variables)}"
+
+
+def test_import_asks_for_the_data_source_and_provisioning_needs_none() -> None:
+    """For an import (grafana.com style) Grafana asks for DS_PROMETHEUS and writes its uid into
+    the datasource variable; a provisioned dashboard has no import step, so it has no input and
+    the variable starts empty (Grafana's default Prometheus data source)."""
+    for name, d in rendered(provisioning=False).items():
+        (only,) = d["__inputs"]
+        assert (only["name"], only["type"], only["pluginId"]) == (
+            "DS_PROMETHEUS",
+            "datasource",
+            "prometheus",
+        ), name
+        dsv = d["templating"]["list"][0]
+        assert dsv["current"]["value"] == "${DS_PROMETHEUS}", name
+        text = json.dumps(d)
+        assert text.count("${DS_PROMETHEUS}") == 2, name  # the variable's value and text only
+    for name, d in rendered(provisioning=True).items():
+        assert "__inputs" not in d and "DS_PROMETHEUS" not in json.dumps(d), name
+        assert not d["templating"]["list"][0].get("current"), name
+    # the same panels and queries either way
+    for name, d in rendered(provisioning=True).items():
+        assert list(queries(d)) == list(queries(rendered()[name])), name
 
 
 def test_template_variables_cover_every_entity() -> None:
@@ -200,24 +243,47 @@ def test_every_query_is_valid_promql_over_declared_metrics() -> None:
     assert count > 60
 
 
+def test_link_series_names_agree_with_a_promql_parser() -> None:
+    """The links read series names with a regex (no compiled dependency at run time): on every
+    panel query and every shipped rule it finds what promql-parser finds, among the series the
+    links compare (the exporter's, recording rules', the scrape's)."""
+    exprs = [e for d in dashboards().values() for _, e in queries(d)]
+    for text in shipped_rule_files():
+        for g in yaml.safe_load(text)["groups"]:
+            exprs += [str(r["expr"]) for r in g["rules"]]
+    assert len(exprs) > 150
+    for expr in exprs:
+        parsed = {m or sel.get("__name__") for m, sel in selectors(substitute(expr))}
+        relevant = {
+            n for n in parsed if n and (n.startswith("runbook_") or ":" in n or n in SCRAPE)
+        }
+        assert expr_metrics(expr) == relevant, expr
+
+
 def test_every_shipped_alert_links_to_its_runbook_from_a_panel() -> None:
     """Every alert on the exporter's series is one click from a panel that shows them (host
     alerts on node_exporter's series are left to a node_exporter dashboard)."""
-    gen = load_generator()
-    every = gen.load_alerts()
+    every = load_alerts(shipped_rule_files())
     assert {r["alert"] for r in iter_rules()} == set(every)
-    alerts = {a for a, metrics in every.items() if gen.linkable(metrics)}
+    alerts = {a for a, metrics in every.items() if linkable(metrics)}
     assert len(alerts) >= 20, "too few alert rules in alerts/*.rules.yml"
-    linked = {
-        link["url"].removeprefix(RUNBOOK_BASE).removesuffix(".md")
-        for d in dashboards().values()
-        for p in panels(d)
-        for link in p.get("links", [])
-    }
+    linked = {u.removeprefix(RUNBOOK_BASE).removesuffix(".md") for u in links(dashboards())}
     assert alerts <= linked, f"alerts without a panel link: {sorted(alerts - linked)}"
     assert linked <= alerts, f"links to alerts without a rule: {sorted(linked - alerts)}"
     missing = sorted(a for a in linked if not (ROOT / "docs" / "runbooks" / f"{a}.md").is_file())
     assert not missing, f"panels link to runbooks that do not exist: {missing}"
+
+
+def test_another_runbook_url_base_moves_every_link() -> None:
+    other = rendered(base=OTHER_BASE)
+    urls = links(other)
+    assert urls and all(u.startswith(OTHER_BASE) and u.endswith(".md") for u in urls)
+    assert [u.removeprefix(OTHER_BASE) for u in urls] == [
+        u.removeprefix(RUNBOOK_BASE) for u in links(dashboards())
+    ]
+    text = json.dumps(other)
+    assert RUNBOOK_BASE not in text  # the Runbooks link and the alert table's links too
+    assert f"{OTHER_BASE}${{__value.raw}}.md" in text
 
 
 def test_threshold_lines_are_the_threshold_series() -> None:
@@ -239,15 +305,44 @@ def test_threshold_lines_are_the_threshold_series() -> None:
 
 
 def test_provisioning_files() -> None:
-    ds = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    files = render(Options(provisioning=True))
+    ds = yaml.safe_load(files["provisioning/datasources/prometheus.yml"])
     assert ds["apiVersion"] == 1
     prom = [d for d in ds["datasources"] if d["type"] == "prometheus"]
     assert len(prom) == 1 and prom[0]["url"].startswith("http://")
-    dash = yaml.safe_load((PROVISIONING / "dashboards" / "runbook-exporter.yml").read_text())
+    dash = yaml.safe_load(files["provisioning/dashboards/runbook-exporter.yml"])
     assert dash["apiVersion"] == 1
     (provider,) = dash["providers"]
     assert provider["type"] == "file" and provider["folder"]
     assert provider["options"]["path"].startswith("/")
+    assert not any(n.startswith("provisioning/") for n in render())
+
+
+def test_cli_writes_the_dashboards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "grafana"
+    argv = ["dashboards", "--output", str(out), "--runbook-url-base", OTHER_BASE]
+    assert cli.main([*argv, "--job-selector", 'job="exporter"']) == 0
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert written == {f"dashboards/{n}" for n in dashboards()}
+    overview = json.loads((out / "dashboards/runbook-overview.json").read_text())
+    assert 'up{job="exporter"}' in [e for _, e in queries(overview)]
+    assert overview["__inputs"][0]["name"] == "DS_PROMETHEUS"
+    assert all(u.startswith(OTHER_BASE) for u in links({"o": overview}))
+    assert cli.main(["dashboards", "--output", str(out), "--job", 'pg "mon"']) == 0
+    overview = json.loads((out / "dashboards/runbook-overview.json").read_text())
+    assert 'up{job="pg \\"mon\\""}' in [e for _, e in queries(overview)]
+    assert cli.main(["dashboards", "--output", str(out), "--provisioning"]) == 0
+    assert (out / "provisioning/datasources/prometheus.yml").is_file()
+    capsys.readouterr()
+    # bad options: exit 2 with the option and value named, nothing written
+    bad = tmp_path / "bad"
+    assert cli.main(["dashboards", "--output", str(bad), "--runbook-url-base", "wiki/"]) == 2
+    assert "--runbook-url-base: 'wiki/' is not a URL" in capsys.readouterr().err
+    assert cli.main(["dashboards", "--output", str(bad), "--job-selector", "exporter"]) == 2
+    assert "--job-selector: 'exporter'" in capsys.readouterr().err
+    assert not bad.exists()
+    with pytest.raises(DashboardsOptionError, match="runbook-url-base"):
+        render(Options(runbook_url_base=""))
 
 
 # --- every query answers during a seeded incident ------------------------------------------
@@ -272,7 +367,6 @@ def wait_all(pending: dict[str, Callable[[], bool]], timeout: float) -> tuple[li
 
 def assert_status_levels(prom: Any, timeout: float = 20) -> None:
     """The overview's red/amber/green tiles say what the seeded incident is."""
-    gen = load_generator()
 
     def levels(expr: str, *labels: str) -> dict[tuple[str, ...], float]:
         got = prom.query(substitute(expr))
@@ -281,13 +375,13 @@ def assert_status_levels(prom: Any, timeout: float = 20) -> None:
     def check() -> None:
         # queue: 60 old pending (warning), stuck, exhausted, dead letters (warning), and 3 of
         # the 15 recently finished jobs failed (20 % > 10 %: critical)
-        assert levels(gen.QUEUE_STATUS, "target", "queue") == {("shop", "processing_jobs"): 2}
+        assert levels(status.QUEUE_STATUS, "target", "queue") == {("shop", "processing_jobs"): 2}
         # database: a query running past long_query_critical (2 s)
-        assert levels(gen.DB_STATUS, "target") == {("shop",): 2}
-        pools = levels(gen.POOL_STATUS, "app", "endpoint")
+        assert levels(status.DB_STATUS, "target") == {("shop",): 2}
+        pools = levels(status.POOL_STATUS, "app", "endpoint")
         # monitoring: checked out = size + max overflow; metrics: requests waiting
         assert pools == {("shop-web", "monitoring"): 2, ("shop-web", "metrics"): 1}, pools
-        eps = levels(gen.ENDPOINT_STATUS, "app", "endpoint")
+        eps = levels(status.ENDPOINT_STATUS, "app", "endpoint")
         assert eps[("shop-web", "missing")] == 2, eps  # 404 for more than 4 s: down
         assert eps[("shop-web", "health")] == 0 and eps[("shop-web", "tls")] == 0, eps
 

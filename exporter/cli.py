@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=None, help="write the configuration to this file instead of stdout"
     )
     disc.add_argument("--force", action="store_true", help="replace an existing --output file")
+    rb = sub.add_parser(
+        "runbooks",
+        help="write the runbook docs (one Markdown file per alert) into a directory, e.g. to "
+        "host them where `rules --runbook-url-base` points",
+    )
+    rb.add_argument("--output", required=True, help="directory (created; same names replaced)")
+    sub.add_parser(
+        "alertmanager-example",
+        help="print the example Alertmanager configuration for the shipped alerts",
+    )
     demo = sub.add_parser(
         "demo",
         help="run the exporter against an embedded throwaway "
@@ -175,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
+    if args.command in ("runbooks", "alertmanager-example"):  # shipped files, no config
+        from exporter import shipped
+
+        if args.command == "runbooks":
+            return shipped.run_runbooks(args.output)
+        return shipped.run_alertmanager_example()
     if args.command == "discover":  # reads no configuration: it writes one
         from exporter.discover import run_discover
 

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/security.md); reread when it changes",
     )
     p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path to serve the metrics at; the landing page at / links it (default: %(default)s)",
+    )
+    p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -176,6 +182,16 @@ def _load_web(path: str) -> None:
         raise SystemExit(2) from None
 
 
+def _check_telemetry_path(path: str) -> None:
+    from exporter.landing import check_telemetry_path
+
+    try:
+        check_telemetry_path(path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from exporter import logs
@@ -198,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args.config_file, check_only=args.check_config)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)
+    _check_telemetry_path(args.telemetry_path)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 
@@ -210,4 +227,5 @@ def main(argv: list[str] | None = None) -> int:
         args.listen or [f":{DEFAULT_PORT}"],
         config_file=args.config_file,
         web_config=args.web_config_file,
+        telemetry_path=args.telemetry_path,
     )

@@ -23,8 +23,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY exporter/ exporter/
+# shipped in the wheel beside the code (setup.py maps them into the package)
+COPY docs/runbooks/ docs/runbooks/
+COPY alerts/alertmanager.yml alerts/
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \
     && python -m venv /opt/runbook-exporter \
     && /opt/runbook-exporter/bin/pip install --no-cache-dir /dist/runbook_exporter-*.whl \

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/security.md); reread when it changes",
     )
     p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path to serve the metrics at; the landing page at / links it (default: %(default)s)",
+    )
+    p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -80,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=None, help="write the configuration to this file instead of stdout"
     )
     disc.add_argument("--force", action="store_true", help="replace an existing --output file")
+    rb = sub.add_parser(
+        "runbooks",
+        help="write the runbook docs (one Markdown file per alert) into a directory, e.g. to "
+        "host them where `rules --runbook-url-base` points",
+    )
+    rb.add_argument("--output", required=True, help="directory (created; same names replaced)")
+    sub.add_parser(
+        "alertmanager-example",
+        help="print the example Alertmanager configuration for the shipped alerts",
+    )
     demo = sub.add_parser(
         "demo",
         help="run the exporter against an embedded throwaway "
@@ -168,6 +184,16 @@ def _load_web(path: str) -> None:
         raise SystemExit(2) from None
 
 
+def _check_telemetry_path(path: str) -> None:
+    from exporter.landing import check_telemetry_path
+
+    try:
+        check_telemetry_path(path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from exporter import logs
@@ -181,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.dashboards import run_command
 
         return run_command(args)
+    if args.command in ("runbooks", "alertmanager-example"):  # shipped files, no config
+        from exporter import shipped
+
+        if args.command == "runbooks":
+            return shipped.run_runbooks(args.output)
+        return shipped.run_alertmanager_example()
     if args.command == "discover":  # reads no configuration: it writes one
         from exporter.discover import run_discover
 
@@ -188,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args.config_file, check_only=args.check_config)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)
+    _check_telemetry_path(args.telemetry_path)
     if args.command == "doctor":
         from exporter.doctor import run_doctor
 
@@ -200,4 +233,5 @@ def main(argv: list[str] | None = None) -> int:
         args.listen or [f":{DEFAULT_PORT}"],
         config_file=args.config_file,
         web_config=args.web_config_file,
+        telemetry_path=args.telemetry_path,
     )

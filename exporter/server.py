@@ -28,7 +28,6 @@ HTTP/1.1 connection (parsing, limits, deadlines, flow control) exporter/connecti
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import sys
 import threading
@@ -42,9 +41,9 @@ from typing import TYPE_CHECKING
 import h11
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from exporter import __version__
 from exporter.connection import Connection, header
 from exporter.exposition import MetricsCache, Rendered
+from exporter.landing import DEFAULT_TELEMETRY_PATH, check_telemetry_path, landing_page
 from exporter.listen import (
     DEFAULT_PORT,
     NOFILE_CEILING,
@@ -75,22 +74,6 @@ class Limits:
     max_body_bytes: int = 4096
     max_auth_pending: int = 16  # bcrypt checks queued before answering 503
     backlog: int = 1024
-
-
-def landing_page(exporter: Exporter) -> bytes:
-    rows = "".join(
-        f"<li>target <b>{html.escape(t.name)}</b>: {len(t.queues)} queue(s)</li>"
-        for t in exporter.config.targets
-    ) + "".join(
-        f"<li>app <b>{html.escape(a.name)}</b>: {len(a.endpoints)} endpoint(s)</li>"
-        for a in exporter.config.apps
-    )
-    return (
-        "<!doctype html><html><head><title>runbook-exporter</title></head><body>"
-        f"<h1>runbook-exporter {__version__}</h1>"
-        '<p><a href="metrics">Metrics</a> · <a href="-/healthy">healthy</a> · '
-        f'<a href="-/ready">ready</a></p><ul>{rows}</ul></body></html>'
-    ).encode()
 
 
 def _gzip_refused(accept: bytes) -> bool:
@@ -152,15 +135,15 @@ class _Endpoints(Connection):
             return
         if method not in (b"GET", b"HEAD"):
             self._respond(405, b"Method not allowed\n", ((b"allow", b"GET, HEAD"),))
-        elif path == b"/metrics":
+        elif path == self.srv.telemetry_path:
             rendered = self.srv.cache.fresh()
             if rendered is not None:
                 self._send_metrics(rendered)
             else:
                 future = self.srv.loop.run_in_executor(self.srv.render_pool, self.srv.cache.get)
                 self._wait(future, self._rendered)
-        elif path == b"/":
-            body = landing_page(self.srv.exporter)
+        elif path == b"/":  # only when the metrics are elsewhere (--web.telemetry-path)
+            body = landing_page(self.srv.exporter, self.srv.telemetry_path.decode())
             self._respond(200, body, ctype=b"text/html; charset=utf-8")
         elif path == b"/-/healthy":
             self._respond(200, b"Healthy\n")
@@ -203,8 +186,9 @@ class HTTPServer:
     """The exporter's HTTP server on its own thread and event loop.
 
     `reload`, when given, is called (on a worker thread) by POST /-/reload and returns
-    (ok, message). Bind and web-config errors are raised by the constructor (OSError,
-    ValueError, webconfig.WebConfigError).
+    (ok, message). The metrics are served at `telemetry_path` (exporter/landing.py). Bind,
+    path and web-config errors are raised by the constructor (OSError, ValueError,
+    webconfig.WebConfigError).
     """
 
     def __init__(
@@ -217,8 +201,10 @@ class HTTPServer:
         web_recheck: float = 0.5,
         sweep_every: float | None = None,
         switch_interval: float | None = 0.001,
+        telemetry_path: str = DEFAULT_TELEMETRY_PATH,
     ) -> None:
         self.exporter = exporter
+        self.telemetry_path = check_telemetry_path(telemetry_path).encode()
         self.reload = reload
         self.limits = limits or Limits()
         self.web = WebConfigSource(web_config, web_recheck)

@@ -28,6 +28,7 @@ def serve(
     announce: Callable[[int, str], None] | None = None,
     config_file: str | None = None,
     web_config: str | None = None,
+    telemetry_path: str = "/metrics",
 ) -> int:
     """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
     from exporter.config import ConfigError
@@ -43,7 +44,13 @@ def serve(
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(exporter.reload))
     try:
-        server = HTTPServer(exporter, listen, web_config=web_config, reload=exporter.reload)
+        server = HTTPServer(
+            exporter,
+            listen,
+            web_config=web_config,
+            reload=exporter.reload,
+            telemetry_path=telemetry_path,
+        )
     except (OSError, ValueError, ConfigError) as e:
         log.error("cannot listen", extra={"address": listen, "error": str(e)})
         return 1

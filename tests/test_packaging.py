@@ -290,13 +290,22 @@ def test_dockerfile_copies_exist_and_the_context_is_minimal():
     for source in sources:
         assert list(ROOT.glob(source.rstrip("/"))), f"COPY {source}: not in the repository"
         assert context_files(source, rules), f"COPY {source}: excluded by .dockerignore"
-    for needed in ("pyproject.toml", "README.md", "LICENSE", "exporter/__init__.py"):
+    for needed in (
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "LICENSE",
+        "exporter/__init__.py",
+        "docs/runbooks/QueueJobsStuck.md",  # the wheel ships the runbooks (setup.py)
+        "alerts/alertmanager.yml",
+    ):
         assert in_context(needed, rules), needed
     for not_needed in (
         ".git/HEAD",
         ".venv/bin/python",
         "tests/conftest.py",
         "docs/deployment.md",
+        "alerts/queues.rules.yml",
         "deploy/kubernetes/deployment.yaml",
         "exporter/__pycache__/cli.cpython-311.pyc",
         "runbook_exporter.egg-info/PKG-INFO",
@@ -399,6 +408,11 @@ def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
     repo_modules = {str(p.relative_to(ROOT)) for p in (ROOT / "exporter").rglob("*.py")}
     assert {n for n in names if n.endswith(".py")} == repo_modules
     assert {"exporter/serving.py", "exporter/demo/run.py"} <= repo_modules
+    # and the files shipped beside the code: runbook docs and the Alertmanager example
+    from exporter import shipped
+
+    packaged = {f"exporter/_shipped/{n}" for n in shipped.names()}
+    assert packaged <= set(names), packaged - set(names)
 
 
 @pytest.mark.slow
@@ -464,6 +478,15 @@ def test_image_virtualenv_runs_version_and_check_config(image: Image, tmp_path: 
     r = image.run("--check-config", "--config.file", str(bad))
     assert r.returncode == 2
     assert f"{bad}:3" in r.stderr and "unknown key" in r.stderr
+
+    # the runbook docs and the Alertmanager example come with the image (the wheel ships them)
+    r = image.run("runbooks", "--output", str(tmp_path / "runbooks"))
+    assert r.returncode == 0, r.stderr
+    docs = ROOT / "docs" / "runbooks"
+    written = {p.name: p.read_bytes() for p in (tmp_path / "runbooks").iterdir()}
+    assert written == {p.name: p.read_bytes() for p in docs.glob("*.md")}
+    r = image.run("alertmanager-example")
+    assert r.returncode == 0 and r.stdout == (ROOT / "alerts" / "alertmanager.yml").read_text()
 
     # the example configurations shipped with the deployments are valid, too
     for name, text in shipped_configs().items():

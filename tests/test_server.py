@@ -172,7 +172,7 @@ def test_other_endpoints_as_before(start):
     # the exporter's own verdict (runtime.Exporter.ready): never started here, so not ready
     assert (ready.status_code, ready.text) == (503, "Not ready: first collection still running\n")
     landing = httpx.get(url(srv, "/"))
-    assert landing.status_code == 200 and "app <b>web</b>" in landing.text
+    assert landing.status_code == 200 and "<td>web</td>" in landing.text  # tests/test_landing.py
     assert httpx.get(url(srv, "/nope")).status_code == 404
     assert httpx.post(url(srv, "/metrics")).status_code == 405
     head = httpx.head(url(srv))

@@ -11,13 +11,14 @@ the shipped rules. `--incident` injects an incident so an alert fires within a m
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 import psycopg
 import yaml
 
 from exporter.config import Config, parse_config
-from exporter.demo.pgserver import LocalPostgres
+from exporter.demo.pgserver import LocalPostgres, PostgresStartError, PostgresUnavailable
 from exporter.demo.sampleapp import SampleApp
 from exporter.serving import serve
 
@@ -191,10 +192,18 @@ def run_demo(listen: str, incidents: list[str], duration: float, with_stack: boo
         return 2
     stop = threading.Event()
     stacks: list = []
-    pg = LocalPostgres()
+    pg: LocalPostgres | None = None
+    try:
+        pg = LocalPostgres()  # runs initdb; removes its directory itself when that fails
+        pg.start()
+    except (PostgresUnavailable, PostgresStartError) as e:
+        # one line, no traceback: what is missing and how to get it
+        print(f"error: the demo's PostgreSQL: {e}", file=sys.stderr)
+        if pg is not None:
+            pg.cleanup()
+        return 1
     app: SampleApp | None = None
     try:
-        pg.start()
         seed_database(pg.dsn)
         for incident in incidents:
             inject_db_incident(pg.dsn, incident)

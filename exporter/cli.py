@@ -1,5 +1,5 @@
 """Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`,
-`runbook-exporter discover`.
+`runbook-exporter discover`, `runbook-exporter rules`.
 
 Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failure,
 2 configuration error (the message names file, path and value).
@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="stop after this many seconds (0: run until interrupted)",
     )
+    from exporter.rules.cli import add_arguments as add_rules_arguments
+
+    add_rules_arguments(
+        sub.add_parser("rules", help="render the alert rules for your Prometheus (docs/alerts.md)")
+    )
     return p
 
 
@@ -175,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.demo.run import run_demo
 
         return run_demo(args.listen, args.incident, args.duration, not args.no_stack)
+    if args.command == "rules":  # reads no configuration: it renders the shipped rules
+        from exporter.rules.cli import run_rules
+
+        return run_rules(args)
     if args.command == "discover":  # reads no configuration: it writes one
         from exporter.discover import run_discover
 

@@ -125,7 +125,7 @@ def write_files(files: dict[str, str], out: Path) -> None:
 
 def stale_files(files: dict[str, str], out: Path) -> list[str]:
     """Names in `files` whose copy under `out` is missing or different."""
-    return [n for n, text in files.items() if not (out / n).is_file() or (out / n).read_text() != text]
+    return [n for n, t in files.items() if not (out / n).is_file() or (out / n).read_text() != t]
 
 
 def _one_stream(files: dict[str, str]) -> str:

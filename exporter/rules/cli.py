@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporter.rules.render import (
-    DEFAULT_JOB_SELECTOR,
-    Options,
-    RulesOptionError,
-    areas,
-    job_selector_for,
-    render,
-)
+from exporter.rules.model import DEFAULT_JOB_SELECTOR
 from exporter.shipped import RUNBOOK_URL_BASE
+
+if TYPE_CHECKING:
+    from exporter.rules.renderer import Options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a label added to every alert (repeatable)",
     )
     groups = p.add_mutually_exclusive_group()
-    groups.add_argument("--groups", default=None, help=f"only these groups: {','.join(areas())}")
+    groups.add_argument(
+        "--groups", default=None, help="only these groups, e.g. queues,postgres,exporter"
+    )
     groups.add_argument("--exclude-groups", default="", help="leave out these groups, e.g. host")
     p.add_argument(
         "--for",
@@ -72,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    from exporter.rules.renderer import Options, job_selector_for
+
     return Options(
         job_selector=(
             job_selector_for(args.job)
@@ -89,6 +90,8 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run_rules(args: argparse.Namespace) -> int:
+    from exporter.rules.renderer import RulesOptionError, render
+
     try:
         if args.job is not None and not args.job.strip():
             raise RulesOptionError("--job: the job name is empty")
@@ -142,6 +145,8 @@ def _one_stream(files: dict[str, str]) -> str:
 
 
 def _pairs(option: str, items: list[str]) -> dict[str, str]:
+    from exporter.rules.renderer import RulesOptionError
+
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["critical", "warning", "info"]
+# The exporter's scrape job by default: any job with "runbook" in its name (the job
+# runbook-exporter of deploy/prometheus, the demo and the Kubernetes ServiceMonitor), as the
+# rules have always selected it.
+DEFAULT_JOB_SELECTOR = 'job=~".*runbook.*"'
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
 

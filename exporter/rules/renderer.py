@@ -20,12 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from exporter.rules.groups import GROUPS
-from exporter.rules.model import Alert, Group, Record, Variant, fill
+from exporter.rules.model import DEFAULT_JOB_SELECTOR, Alert, Group, Record, Variant, fill
 from exporter.shipped import RUNBOOK_URL_BASE
 
-# Default: any job with "runbook" in its name (the README's and the Kubernetes manifests'
-# runbook-exporter), as the rules have always selected it.
-DEFAULT_JOB_SELECTOR = 'job=~".*runbook.*"'
 DEFAULT_TEST_JOB = "runbook-exporter"
 RESERVED_LABELS = {"severity", "long_window", "alertname"}  # set by the rules themselves
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

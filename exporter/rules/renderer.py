@@ -20,7 +20,17 @@ from typing import Any, Literal
 import yaml
 
 from exporter.rules.groups import GROUPS
-from exporter.rules.model import DEFAULT_JOB_SELECTOR, Alert, Group, Record, Variant, fill
+from exporter.rules.model import (
+    DEFAULT_JOB_SELECTOR,
+    Alert,
+    Group,
+    Record,
+    Variant,
+    block,
+    duration_words,
+    fill,
+    fold,
+)
 from exporter.shipped import RUNBOOK_URL_BASE
 
 DEFAULT_TEST_JOB = "runbook-exporter"
@@ -30,8 +40,6 @@ MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 SELECTOR = re.compile(rf"^{MATCHER}(?:,{MATCHER})*,?\s*$")
 DURATION = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
-UNITS = {"y": "year", "w": "week", "d": "day", "h": "hour", "m": "minute", "s": "second"}
-UNITS["ms"] = "millisecond"
 
 Format = Literal["files", "prometheusrule"]
 
@@ -189,12 +197,6 @@ def _url_base(base: str) -> str:
     return base + "/"
 
 
-def duration_words(d: str) -> str:
-    """`10m` -> "10 minutes", `1h30m` -> "1 hour 30 minutes": the `for:` in the texts."""
-    parts = re.findall(r"(\d+)(ms|[ywdhms])", d)
-    return " ".join(f"{n} {UNITS[u]}{'' if n == '1' else 's'}" for n, u in parts) or d
-
-
 def _for_overrides(
     raw: Mapping[str, str], groups: list[Group]
 ) -> dict[tuple[str, str | None], str]:
@@ -241,12 +243,12 @@ def _alert_rules(a: Alert, ctx: _Context) -> list[dict[str, Any]]:
         out.append(
             {
                 "alert": a.name,
-                "expr": fill(a.expr, values, where),
+                "expr": _expr(fill(block(a.expr), values, where)),
                 "for": for_,
                 "labels": {"severity": v.severity, **v.labels, **ctx.labels},
                 "annotations": {
-                    "summary": _Quoted(fill(a.summary, values, where)),
-                    "description": _Folded(fill(a.description, values, where)),
+                    "summary": _Quoted(fill(fold(a.summary), values, where)),
+                    "description": _Folded(fill(fold(a.description), values, where)),
                     "runbook_url": ctx.runbook_url(a.name),
                 },
             }
@@ -254,8 +256,16 @@ def _alert_rules(a: Alert, ctx: _Context) -> list[dict[str, Any]]:
     return out
 
 
+def _expr(text: str) -> str:
+    # a placeholder filled with nothing (the burn-rate tickets' missing clause) leaves no blank
+    return text.rstrip() + "\n" if "\n" in text else text
+
+
 def _record_rule(r: Record, ctx: _Context) -> dict[str, Any]:
-    rule: dict[str, Any] = {"record": r.name, "expr": fill(r.expr, {"job": ctx.job}, r.name)}
+    rule: dict[str, Any] = {
+        "record": r.name,
+        "expr": _expr(fill(block(r.expr), {"job": ctx.job}, r.name)),
+    }
     if r.labels:
         rule["labels"] = dict(r.labels)
     return rule
@@ -266,10 +276,10 @@ def group_rules(g: Group, ctx: _Context) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for r in g.rules:
         if isinstance(r, Record):
-            out.append((r.why, _record_rule(r, ctx)))
+            out.append((fold(r.why), _record_rule(r, ctx)))
         else:
             for i, rule in enumerate(_alert_rules(r, ctx)):
-                out.append((r.why if i == 0 else "", rule))
+                out.append((fold(r.why) if i == 0 else "", rule))
     return out
 
 
@@ -331,7 +341,7 @@ HEADER = (
 
 def _rule_file(g: Group, ctx: _Context) -> str:
     text = _comment(HEADER.format(module=g.area.replace("-", "_")), "")
-    text += _comment(fill(g.about, {"job": ctx.job}, g.area), "")
+    text += _comment(fill(fold(g.about), {"job": ctx.job}, g.area), "")
     text += f"groups:\n  - name: {g.name}\n    rules:\n"
     previous = None
     for why, rule in group_rules(g, ctx):

@@ -326,6 +326,8 @@ def test_bad_options_exit_2_with_one_line(
 def test_options_api_raises_a_clear_error() -> None:
     with pytest.raises(RulesOptionError, match="--exclude-groups: that leaves no group"):
         render(Options(groups=["host"], exclude_groups=["host"]))
+    with pytest.raises(RulesOptionError, match="a list of names, not one string"):
+        render(Options(groups="host"))
     assert render(
         Options(runbook_url_base="https://wiki.example.com/{alert}", groups=["retention"])
     )

@@ -90,19 +90,22 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run_rules(args: argparse.Namespace) -> int:
-    from exporter.rules.renderer import RulesOptionError, render
+    from exporter.rules.renderer import RulesOptionError, render, render_one
 
     try:
         if args.job is not None and not args.job.strip():
             raise RulesOptionError("--job: the job name is empty")
-        files = render(options_from(args))
         if (args.check or args.tests) and not args.output:
             raise RulesOptionError("--check and --tests need --output DIR")
+        if args.output is None:
+            text = render_one(options_from(args))
+        else:
+            files = render(options_from(args))
     except RulesOptionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.output is None:
-        sys.stdout.write(_one_stream(files))
+        sys.stdout.write(text)
         return 0
     out = Path(args.output)
     if args.check:
@@ -129,19 +132,6 @@ def write_files(files: dict[str, str], out: Path) -> None:
 def stale_files(files: dict[str, str], out: Path) -> list[str]:
     """Names in `files` whose copy under `out` is missing or different."""
     return [n for n, t in files.items() if not (out / n).is_file() or (out / n).read_text() != t]
-
-
-def _one_stream(files: dict[str, str]) -> str:
-    """All rendered files as one stream: the rule files' groups in one rule file."""
-    if len(files) == 1:
-        return next(iter(files.values()))
-    head, groups = "", []
-    for i, text in enumerate(files.values()):
-        before, _, body = text.partition("groups:\n")
-        if i == 0:
-            head = before
-        groups.append(body)
-    return head + "groups:\n" + "".join(groups)
 
 
 def _pairs(option: str, items: list[str]) -> dict[str, str]:

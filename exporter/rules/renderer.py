@@ -98,6 +98,8 @@ def areas() -> list[str]:
 
 def selected_groups(options: Options) -> list[Group]:
     known = areas()
+    if isinstance(options.groups, str) or isinstance(options.exclude_groups, str):
+        raise RulesOptionError("--groups/--exclude-groups: give a list of names, not one string")
     for opt, names in (
         ("--groups", options.groups or ()),
         ("--exclude-groups", options.exclude_groups),
@@ -334,15 +336,20 @@ def _comment(text: str, indent: str) -> str:
 
 HEADER = (
     "Rendered by `runbook-exporter rules` from its alert definitions "
-    "(exporter/rules/groups/{module}.py): do not edit, render again with your options "
+    "(exporter/rules/{where}): do not edit, render again with your options "
     "(docs/alerts.md)."
 )
 
 
 def _rule_file(g: Group, ctx: _Context) -> str:
-    text = _comment(HEADER.format(module=g.area.replace("-", "_")), "")
+    text = _comment(HEADER.format(where=f"groups/{g.area.replace('-', '_')}.py"), "")
     text += _comment(fill(fold(g.about), {"job": ctx.job}, g.area), "")
-    text += f"groups:\n  - name: {g.name}\n    rules:\n"
+    return text + "groups:\n" + _group(g, ctx)
+
+
+def _group(g: Group, ctx: _Context) -> str:
+    """The group as an item of a rule file's `groups:`."""
+    text = f"  - name: {g.name}\n    rules:\n"
     previous = None
     for why, rule in group_rules(g, ctx):
         name = rule.get("alert") or rule.get("record")
@@ -352,6 +359,23 @@ def _rule_file(g: Group, ctx: _Context) -> str:
         previous = name
         text += _comment(why, " " * 6)
         text += "".join(f"      {ln}\n" for ln in _dump([rule], width=94).splitlines())
+    return text
+
+
+def render_one(options: Options | None = None) -> str:
+    """The render as one text: every group in one rule file, or the PrometheusRule objects."""
+    options = options or Options()
+    if options.tests:
+        raise RulesOptionError("--tests: the tests are files beside the rules; use --output DIR")
+    if options.format == "prometheusrule":
+        return render(options)["prometheusrule.yaml"]
+    render(options)  # the options' errors, in one place
+    groups = selected_groups(options)
+    ctx = _Context(options, _for_overrides(options.for_overrides, groups))
+    text = _comment(HEADER.format(where="groups/"), "") + "groups:\n"
+    for g in groups:
+        text += _comment(fill(fold(g.about), {"job": ctx.job}, g.area), "  ")
+        text += _group(g, ctx)
     return text
 
 
@@ -374,7 +398,7 @@ def _prometheus_rule(groups: list[Group], ctx: _Context) -> str:
                 },
             }
         )
-    header = _comment(HEADER.format(module="*"), "") + _comment(
+    header = _comment(HEADER.format(where="groups/"), "") + _comment(
         "Needs the Prometheus Operator (monitoring.coreos.com CRDs). Your Prometheus must select "
         "these objects: add the labels its ruleSelector asks for (kube-prometheus-stack: "
         "release: <helm release name>). One object per group, so you can delete the ones you "

@@ -1,5 +1,6 @@
 """Command line: `runbook-exporter [flags]`, `runbook-exporter doctor`, `runbook-exporter demo`,
-`runbook-exporter discover`, `runbook-exporter dashboards`.
+`runbook-exporter discover`, `runbook-exporter rules`, `runbook-exporter dashboards`,
+`runbook-exporter runbooks`, `runbook-exporter alertmanager-example`.
 
 Flags follow the Prometheus exporters' style. Exit codes: 0 ok, 1 runtime failure,
 2 configuration error (the message names file, path and value).
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="stop after this many seconds (0: run until interrupted)",
     )
+    from exporter.rules.cli import add_arguments as add_rules_arguments
+
+    add_rules_arguments(
+        sub.add_parser("rules", help="render the alert rules for your Prometheus (docs/alerts.md)")
+    )
     return p
 
 
@@ -213,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "runbooks":
             return shipped.run_runbooks(args.output)
         return shipped.run_alertmanager_example()
+    if args.command == "rules":  # reads no configuration: it renders the shipped rules
+        from exporter.rules.cli import run_rules
+
+        return run_rules(args)
     if args.command == "discover":  # reads no configuration: it writes one
         from exporter.discover import run_discover
 

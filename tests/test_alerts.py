@@ -1,7 +1,7 @@
 """The shipped alerts (alerts/): promtool and amtool accept them, every alert is complete,
 tested and documented, every metric a rule (or an annotation's query) uses is declared by the
 exporter and served by a real exporter in the middle of incidents, Alertmanager routes and
-inhibits as documented, and the Kubernetes PrometheusRule rendering is current.
+inhibits as documented. alerts/ is the default render of exporter/rules/ (tests/test_rules.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from exporter.metrics import load_all_specs
+from exporter.shipped import RUNBOOK_URL_BASE
 from exporter.sources import collector_names
 from tests.helpers import Scrape, server_version, tool, unavailable_series
-from tools import rulegen
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -31,7 +31,7 @@ UNIT_TESTS = ALERTS / "tests"
 AM_CONFIG = ALERTS / "alertmanager.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 ALERTS_DOC = ROOT / "docs" / "alerts.md"
-BASE_URL = "https://github.com/runbook-exporter/runbook-exporter/blob/main/docs/runbooks/"
+BASE_URL = RUNBOOK_URL_BASE
 SEVERITIES = {"critical", "warning", "info"}
 RULE_LABELS = {"severity", "long_window"}  # labels a rule may add; the rest come from series
 CAMEL = re.compile(r"^(?:[A-Z][a-z0-9]+)+$")
@@ -503,28 +503,3 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
             assert status["unused"]["state"] == "active"  # routed to "null", not suppressed
         finally:
             am.stop()
-
-
-# --- the Kubernetes rendering ----------------------------------------------------------------
-
-
-def test_prometheusrule_rendering_is_current_and_identical_in_content() -> None:
-    assert rulegen.OUT.read_text() == rulegen.render(), "stale: python -m tools.rulegen"
-    objs = list(yaml.safe_load_all(rulegen.OUT.read_text()))
-    assert [o["metadata"]["name"] for o in objs] == [
-        f"runbook-exporter-{f.name.removesuffix('.rules.yml')}" for f in rule_files()
-    ]
-    for obj, f in zip(objs, rule_files(), strict=True):
-        assert obj["kind"] == "PrometheusRule"
-        assert obj["spec"]["groups"] == yaml.safe_load(f.read_text())["groups"], f.name
-    assert rulegen.main(["--check"]) == 0
-
-
-def test_prometheusrule_check_detects_drift(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stale = tmp_path / "prometheusrule.yaml"
-    stale.write_text(rulegen.render().replace("for: 10m", "for: 11m", 1))
-    monkeypatch.setattr(rulegen, "OUT", stale)
-    monkeypatch.setattr(rulegen, "ROOT", tmp_path)
-    assert rulegen.main(["--check"]) == 1

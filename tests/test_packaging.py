@@ -418,7 +418,8 @@ def test_build_stage_makes_a_wheel_with_the_release_metadata(image: Image):
 @pytest.mark.slow
 def test_image_runs_the_demo_modules_compose_starts(image: Image):
     """deploy/compose.yaml runs the sample app and the webhook sink from the image; installed
-    without the repository, the demo skips Prometheus and Alertmanager and says why."""
+    without the repository, the demo's Prometheus and Alertmanager still get the shipped rules
+    (rendered from the package) and the shipped Alertmanager example."""
     python = str(image.venv / "bin" / "python")
     for module in ("exporter.demo.sampleapp", "exporter.demo.devstack"):
         r = subprocess.run(
@@ -431,8 +432,13 @@ def test_image_runs_the_demo_modules_compose_starts(image: Image):
         )
         assert r.returncode == 0 and r.stdout.startswith("usage:"), f"{module}: {r.stderr}"
         assert not r.stderr, r.stderr  # no runpy warning about a module imported twice
+    code = (
+        "import sys, pathlib; from exporter.demo import devstack as d; "
+        "rules = d.shipped_rules(pathlib.Path(sys.argv[1])); "
+        "print(len(rules), d.shipped_alertmanager_config())"
+    )
     r = subprocess.run(
-        [python, "-c", "from exporter.demo.run import _start_stack; print(_start_stack(9))"],
+        [python, "-c", code, str(image.root / "shipped-rules")],
         capture_output=True,
         text=True,
         env=image.env,
@@ -440,8 +446,9 @@ def test_image_runs_the_demo_modules_compose_starts(image: Image):
         timeout=30,
     )
     assert r.returncode == 0, r.stderr
-    assert "skipped, the shipped alert rules (alerts/) come with a source checkout" in r.stdout
-    assert r.stdout.strip().endswith("[]")
+    count, am = r.stdout.split()
+    assert int(count) == len(list((ROOT / "alerts").glob("*.rules.yml")))
+    assert am.startswith(str(image.venv)) and Path(am).is_file(), am  # the installed copy
 
 
 @pytest.mark.slow

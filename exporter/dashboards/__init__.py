@@ -36,14 +36,8 @@ __all__ = ["DashboardsOptionError", "Options", "add_parser", "render", "run_comm
 
 def shipped_rule_files() -> list[str]:
     """The shipped alert rules (their default render): the runbook links come from them."""
-    try:  # the rules rendered by exporter/rules (issue 17 part 2)
-        from exporter.rules import render as render_rules
-    except ImportError:  # before exporter/rules: the checked-in rules of a source checkout
-        root = Path(__file__).resolve().parents[2] / "alerts"
-        files = [p.read_text() for p in sorted(root.glob("*.rules.yml"))]
-        if not files:  # no links at all would be a quiet loss
-            raise RuntimeError(f"no alert rules to link the runbooks of: {root}") from None
-        return files
+    from exporter.rules import render as render_rules
+
     return [t for name, t in render_rules().items() if name.endswith(".rules.yml")]
 
 

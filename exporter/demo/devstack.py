@@ -37,9 +37,8 @@ import yaml
 from exporter.configtypes import parse_duration
 from exporter.demo.pgserver import free_port
 
-# The shipped rules, read from the source checkout this file sits in (exporter/demo/ in it).
-# The wheel carries no alerts/: installed without the repository there are none here, and the
-# demo runs without Prometheus and Alertmanager (it says so).
+# The checked-in rules of the source checkout this file sits in (the tests read them there). The
+# stack itself loads the renderer's default output, which an installed wheel carries as well.
 ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
 LOOPBACK = "127.0.0.1"
 
@@ -521,12 +520,12 @@ class DevStack:
         if not 0 < interval <= 5:
             raise ValueError("interval must be within (0, 5] seconds")
         self.scrape_targets = scrape_targets
-        self.rules = sorted(rules) if rules is not None else sorted(ALERTS_DIR.glob("*.rules.yml"))
-        self.alertmanager_config = alertmanager_config or ALERTS_DIR / "alertmanager.yml"
+        self.workdir = Path(tempfile.mkdtemp(prefix="runbook-devstack-"))
+        self.rules = sorted(rules) if rules is not None else shipped_rules(self.workdir / "shipped")
+        self.alertmanager_config = alertmanager_config or shipped_alertmanager_config()
         self.interval, self.max_for = interval, max_for
         self.timers = timers or AlertmanagerTimers()
         self.with_alertmanager = with_alertmanager
-        self.workdir = Path(tempfile.mkdtemp(prefix="runbook-devstack-"))
         self.sink = sink or WebhookSink()
         self.alertmanager: Alertmanager | None = None
         self.prometheus: Prometheus | None = None
@@ -541,7 +540,7 @@ class DevStack:
 
     def _start(self) -> None:
         if not self.rules:
-            raise FileNotFoundError(f"no alert rules (*.rules.yml) in {ALERTS_DIR}")
+            raise FileNotFoundError("no alert rules (*.rules.yml) to load")
         if self.with_alertmanager:
             self._start_alertmanager()
         rule_files = rewrite_rule_files(self.rules, self.workdir / "rules", self.max_for)
@@ -632,6 +631,27 @@ class DevStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def shipped_rules(directory: Path) -> list[Path]:
+    """The shipped rules' default render (what alerts/ holds in a checkout), written into
+    `directory`: from the package, so the demo's stack runs from an installed wheel too."""
+    from exporter.rules import render
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in render().items():
+        if name.endswith(".rules.yml"):
+            path = directory / Path(name).name
+            path.write_text(text)
+            paths.append(path)
+    return sorted(paths)
+
+
+def shipped_alertmanager_config() -> Path:
+    from exporter.shipped import locate
+
+    return locate("alerts/alertmanager.yml")
 
 
 def iter_rules(files: Iterable[Path] | None = None) -> Iterator[dict[str, Any]]:

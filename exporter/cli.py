@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from exporter import __version__
+from exporter import shard as sharding
 from exporter.config import Config, ConfigError, load_config
 from exporter.server import DEFAULT_PORT
 from exporter.serving import serve
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration, print what would be collected, exit 0 or 2",
     )
+    p.add_argument("--shard", default=None, metavar="i/N", help=sharding.HELP)
     p.add_argument("--version", action="version", version=f"runbook-exporter {__version__}")
     sub = p.add_subparsers(dest="command")
     d = sub.add_parser(
@@ -166,6 +168,14 @@ def _load_web(path: str) -> None:
         raise SystemExit(2) from None
 
 
+def _shard(value: str | None) -> sharding.Shard:
+    try:
+        return sharding.parse(value)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from exporter import logs
@@ -179,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.discover import run_discover
 
         return run_discover(args.dsn, args.name, args.output, args.force)
-    config = _load(args.config_file, check_only=args.check_config)
+    shard = _shard(getattr(args, "shard", None))
+    full = _load(args.config_file, check_only=args.check_config)
+    config = shard.select(full)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)
     if args.command == "doctor":
@@ -188,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_doctor(config)
     if args.check_config:
         print(summary(config, args.config_file))
+        if shard.count > 1:
+            print(shard.describe(config, full))
         return 0
     return serve(
         config,
         args.listen or [f":{DEFAULT_PORT}"],
         config_file=args.config_file,
         web_config=args.web_config_file,
+        shard=shard,
     )

@@ -1,28 +1,31 @@
 """How much one exporter process holds: targets x 10 queues and endpoints, all on 127.0.0.1.
 
-    .venv/bin/python bench/scale.py [--levels 10x200,25x500,50x1000,100x2000] [--window 60]
-                                    [--warmup 30] [--write-doc]
+    .venv/bin/python bench/scale.py [--levels 10x200,25x500,50x1000,50x1000/2,100x2000/4]
+                                    [--window 60] [--warmup 30] [--write-doc]
 
 One throwaway PostgreSQL with `--databases` databases (default 50), each holding 10 queue tables
 of 1,000 jobs (a realistic few dozen active, some failed and dead, the runbook's indexes); a
 target beyond the 50th reuses a database under its own name (the exporter's work per target is
 the same; PostgreSQL sees two sessions there). One HTTP server process (asyncio, one response
-after `--endpoint-delay`) answers every endpoint path. For each level `<targets>x<endpoints>`
-the exporter runs in a child process (Exporter + HTTPServer exactly as `serve()` builds them,
-plus a task on its collection loop that measures how late a 100 ms sleep wakes up), with the
-default intervals: every collector each 15 s, every endpoint each 15 s (`--probe-interval`).
+after `--endpoint-delay`) answers every endpoint path. For each level
+`<targets>x<endpoints>[/<replicas>]` the exporter runs as one child process per replica, each
+with `--shard=i/N` of the level's one configuration (Exporter + HTTPServer exactly as
+`serve()` builds them, plus a task on the collection loop that measures how late a 100 ms
+sleep wakes up), with the default intervals: every collector each 15 s, every endpoint each
+15 s (`--probe-interval`).
 
 After `--warmup` seconds it measures for `--window` seconds:
-- intervals kept: runs counted (runbook_collector_runs_total, runbook_probe_requests_total)
-  over the window / the runs the intervals ask for, summed over the jobs due at least 3 times
-  in it; and at every scrape the stalest job: (now - its last success) / its interval;
+- intervals kept: the share of jobs whose runs over the window (runbook_collector_runs_total,
+  runbook_probe_requests_total) reach floor(window / interval), as any job on schedule does;
+  and at every scrape the stalest job: (now - its last success) / its interval;
 - collector run time and probe duration (median, p99): what a saturated loop inflates first;
-- /metrics latency (median, p99 of a scrape every 2 s plus 20 back to back at the end), body
-  size and series;
+- /metrics latency (median, p99 of a scrape every `--scrape-every` seconds, 7.5 as an HA pair
+  of Prometheus servers at 15 s, plus 20 back to back at the end), body size and series;
 - RSS (VmRSS) at the end, CPU seconds per minute of the process over the window;
 - event-loop lag (how late the 100 ms sleep woke: median, p99, max).
-A level keeps up when runs >= 97 % of the asked ones for collectors and probes, no job is stale
-by more than 2 intervals, no run timed out, and the loop's p99 lag is under 1 s.
+A level keeps up when >= 97 % of the collector jobs and of the probe jobs kept their interval,
+no job went stale by more than 2 intervals, no collector run failed, and the loop's p99 lag is
+under 1 s.
 
 Every loop is bounded (levels, scrapes, seconds); all traffic stays on 127.0.0.1.
 Results: printed, bench/scale-results.json, and with --write-doc the table in
@@ -125,16 +128,18 @@ async def _loop_lag(path: Path, seconds: float) -> None:
             out.flush()
 
 
-def run_exporter(config: str, port: int, lag_file: str, seconds: float) -> None:
+def run_exporter(config: str, port: int, lag_file: str, seconds: float, shard: str) -> None:
     from exporter import logs
     from exporter.config import load_config
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
+    from exporter.shard import parse as parse_shard
 
     logs.setup("error", "logfmt")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    exporter = Exporter(load_config(config), config)
+    selection = parse_shard(shard)
+    exporter = Exporter(selection.select(load_config(config)), config, selection)
     server = HTTPServer(exporter, f"127.0.0.1:{port}")
     exporter.start()
     server.start()
@@ -222,14 +227,16 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p * (len(s) - 1)))]
 
 
-def kept(m0: dict, m1: dict, runs: str, interval: str, keys: tuple, window: float) -> float:
-    """Runs done over the window / runs the intervals ask for, summed over the jobs that
-    should run at least 3 times in it (a job's phase makes its count +-1)."""
+def kept(m0: dict, m1: dict, runs: str, interval: str, keys: tuple, window: float) -> list[bool]:
+    """Per job due in the window: did it keep its interval? A job on schedule runs at least
+    floor(window / interval) times in any window, whatever its phase."""
     r0, r1, iv = by_key(m0, runs, keys), by_key(m1, runs, keys), by_key(m1, interval, keys)
-    jobs = [k for k in r1 if 0 < iv.get(k, 0) <= window / 3]
-    asked = sum(window / iv[k] for k in jobs)
-    done = sum(r1[k] - r0.get(k, 0) for k in jobs)
-    return done / asked if asked else 1.0  # none due 3 times: nothing to miss
+    due = {k: int(window // iv[k]) for k in r1 if iv.get(k, 0) > 0 and window >= iv[k]}
+    return [r1[k] - r0.get(k, 0) >= n for k, n in due.items()]
+
+
+def share(flags: list[bool]) -> float:
+    return round(sum(flags) / len(flags), 3) if flags else 1.0  # none due: nothing missed
 
 
 LAST_SUCCESS = re.compile(
@@ -254,132 +261,160 @@ def interval_by_labels(text: str) -> dict[str, float]:
     return {labels: float(v) for labels, v in pattern.findall(text)}
 
 
-def measure_level(args, dsns, http_port, targets: int, endpoints: int, work: Path) -> dict:
+class Replica:
+    """One exporter child process (one shard of the level's configuration) and what the
+    parent measured of it."""
+
+    def __init__(self, cfg: Path, work: Path, shard: str, seconds: float) -> None:
+        self.port = free_port()
+        self.lag_file = work / f"lag-{cfg.stem}-{shard.replace('/', 'of')}.txt"
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        argv = [str(cfg), str(self.port), str(self.lag_file), str(seconds), shard]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child-exporter", *argv], stdout=subprocess.DEVNULL
+        )
+        self.lat: list[float] = []
+        self.sizes: list[int] = []
+        self.stale: list[float] = []
+
+    def wait_listening(self, client: httpx.Client) -> None:
+        for _ in range(600):  # bounded: 60 s to listen
+            try:
+                if client.get(self.url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+    def begin(self, client: httpx.Client) -> None:
+        self.t0, self.c0 = time.time(), cpu_seconds(self.proc.pid)
+        text = client.get(self.url).text
+        self.m0, self.intervals = parse(text), interval_by_labels(text)
+
+    def sample(self, client: httpx.Client) -> None:
+        t = time.perf_counter()
+        r = client.get(self.url)
+        self.lat.append(time.perf_counter() - t)
+        self.sizes.append(len(r.content))
+        self.stale.append(staleness(r.text, time.time(), self.intervals))
+
+    def finish(self, client: httpx.Client) -> None:
+        self.t1, self.c1 = time.time(), cpu_seconds(self.proc.pid)
+        self.text = client.get(self.url).text
+        self.m1 = parse(self.text)
+        self.rss = rss_mib(self.proc.pid)
+        for _ in range(20):  # back to back, as several Prometheus servers may
+            t = time.perf_counter()
+            client.get(self.url)
+            self.lat.append(time.perf_counter() - t)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def lags(self) -> list[float]:
+        out = []
+        for line in self.lag_file.read_text().splitlines():
+            at, lag = line.split()
+            if self.t0 <= float(at) <= self.t1:
+                out.append(float(lag))
+        return out
+
+
+def measure_level(
+    args, dsns, http_port, targets: int, endpoints: int, shards: int, work: Path
+) -> dict:
     cfg = work / f"level-{targets}x{endpoints}.yml"
     cfg.write_text(
         yaml.safe_dump(level_config(dsns, targets, endpoints, http_port, args.probe_interval))
     )
-    lag_file = work / f"lag-{targets}x{endpoints}.txt"
-    port = free_port()
-    total = args.warmup + args.window + 120
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--child-exporter",
-            str(cfg),
-            str(port),
-            str(lag_file),
-            str(total),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
+    seconds = args.warmup + args.window + 120
+    replicas = [Replica(cfg, work, f"{i}/{shards}", seconds) for i in range(shards)]
     try:
         with httpx.Client(timeout=30) as client:
-            for _ in range(600):  # bounded: 60 s to listen
-                try:
-                    if client.get(url).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            for r in replicas:
+                r.wait_listening(client)
             time.sleep(args.warmup)
-            t0, c0 = time.time(), cpu_seconds(child.pid)
-            text = client.get(url).text
-            m0, intervals = parse(text), interval_by_labels(text)
-            lat, sizes, stale = [], [], []
+            load_before = round(os.getloadavg()[0], 1)
+            for r in replicas:
+                r.begin(client)
             end = time.monotonic() + args.window
             while time.monotonic() < end:  # bounded by the window
-                t = time.perf_counter()
-                r = client.get(url)
-                lat.append(time.perf_counter() - t)
-                sizes.append(len(r.content))
-                stale.append(staleness(r.text, time.time(), intervals))
-                time.sleep(max(0.0, min(2.0, end - time.monotonic())))
-            t1, c1 = time.time(), cpu_seconds(child.pid)
-            text = client.get(url).text
-            m1 = parse(text)
-            rss = rss_mib(child.pid)
-            for _ in range(20):  # back to back, as several Prometheus servers may
-                t = time.perf_counter()
-                client.get(url)
-                lat.append(time.perf_counter() - t)
+                for r in replicas:
+                    r.sample(client)
+                time.sleep(max(0.0, min(args.scrape_every, end - time.monotonic())))
+            for r in replicas:
+                r.finish(client)
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(10)
-    window = t1 - t0
-    lags = []
-    for line in lag_file.read_text().splitlines():
-        at, lag = line.split()
-        if t0 <= float(at) <= t1:
-            lags.append(float(lag))
-    tc = ("target", "collector")
-    ae = ("app", "endpoint")
-    iv = by_key(m1, "runbook_collector_interval_seconds", tc)
-    e0 = by_key(m0, "runbook_collector_errors_total", tc)
-    e1 = by_key(m1, "runbook_collector_errors_total", tc)
-    f0 = by_key(m0, "runbook_probe_failures_total", ae)
-    f1 = by_key(m1, "runbook_probe_failures_total", ae)
-    series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+        for r in replicas:
+            r.stop()
+    tc, ae = ("target", "collector"), ("app", "endpoint")
+    on_interval_c, on_interval_p, lags, lat, durations, probe_durations = [], [], [], [], [], []
+    errors = failures = 0.0
+    for r in replicas:
+        window = r.t1 - r.t0
+        on_interval_c += kept(
+            r.m0,
+            r.m1,
+            "runbook_collector_runs_total",
+            "runbook_collector_interval_seconds",
+            tc,
+            window,
+        )
+        on_interval_p += kept(
+            r.m0,
+            r.m1,
+            "runbook_probe_requests_total",
+            "runbook_probe_interval_seconds",
+            ae,
+            window,
+        )
+        lags += r.lags()
+        lat += r.lat
+        durations += by_key(r.m1, "runbook_collector_duration_seconds", tc).values()
+        probe_durations += by_key(r.m1, "runbook_probe_duration_seconds", ae).values()
+        for name, keys in (("runbook_collector_errors_total", tc),):
+            errors += sum(by_key(r.m1, name, keys).values()) - sum(
+                by_key(r.m0, name, keys).values()
+            )
+        name = "runbook_probe_failures_total"
+        failures += sum(by_key(r.m1, name, ae).values()) - sum(by_key(r.m0, name, ae).values())
     res = {
         "targets": targets,
         "queues": targets * QUEUES,
         "endpoints": endpoints,
-        "collector_jobs": len(iv),
-        "window_s": round(window, 1),
-        "collector_runs_kept": round(
-            kept(
-                m0,
-                m1,
-                "runbook_collector_runs_total",
-                "runbook_collector_interval_seconds",
-                tc,
-                window,
-            ),
-            3,
-        ),
-        "probe_runs_kept": round(
-            kept(
-                m0, m1, "runbook_probe_requests_total", "runbook_probe_interval_seconds", ae, window
-            ),
-            3,
-        )
-        if endpoints
-        else None,
-        "stalest_job_intervals": round(max(stale, default=float("nan")), 2),
-        "collector_errors": sum(e1.values()) - sum(e0.values()),
-        "probe_failures": sum(f1.values()) - sum(f0.values()),
-        "collector_run_ms_p50": round(
-            1000 * pct(list(by_key(m1, "runbook_collector_duration_seconds", tc).values()), 0.5),
-            1,
-        ),
-        "collector_run_ms_p99": round(
-            1000 * pct(list(by_key(m1, "runbook_collector_duration_seconds", tc).values()), 0.99),
-            1,
-        ),
-        "probe_ms_p50": round(
-            1000 * pct(list(by_key(m1, "runbook_probe_duration_seconds", ae).values()), 0.5), 1
-        ),
-        "probe_ms_p99": round(
-            1000 * pct(list(by_key(m1, "runbook_probe_duration_seconds", ae).values()), 0.99), 1
-        ),
+        "replicas": shards,
+        "window_s": round(min(r.t1 - r.t0 for r in replicas), 1),
+        "load_average_1m": load_before,
+        "collector_jobs_on_interval": share(on_interval_c),
+        "probe_jobs_on_interval": share(on_interval_p) if endpoints else None,
+        "stalest_job_intervals": round(max(max(r.stale, default=0.0) for r in replicas), 2),
+        "collector_errors": errors,
+        "probe_failures": failures,
+        "collector_run_ms_p50": round(1000 * pct(durations, 0.5), 1),
+        "collector_run_ms_p99": round(1000 * pct(durations, 0.99), 1),
+        "probe_ms_p50": round(1000 * pct(probe_durations, 0.5), 1),
+        "probe_ms_p99": round(1000 * pct(probe_durations, 0.99), 1),
         "metrics_ms_p50": round(1000 * statistics.median(lat), 1),
         "metrics_ms_p99": round(1000 * pct(lat, 0.99), 1),
-        "metrics_kib": round(statistics.median(sizes) / 1024, 0),
-        "series": series,
-        "rss_mib": round(rss, 0),
-        "cpu_s_per_min": round((c1 - c0) / window * 60, 1),
+        # per replica: the largest
+        "metrics_kib": round(max(statistics.median(r.sizes) for r in replicas) / 1024),
+        "series": max(
+            sum(1 for ln in r.text.splitlines() if ln and not ln.startswith("#")) for r in replicas
+        ),
+        "rss_mib": round(max(r.rss for r in replicas)),
+        # all replicas together
+        "cpu_s_per_min": round(sum((r.c1 - r.c0) / (r.t1 - r.t0) * 60 for r in replicas), 1),
         "loop_lag_ms_p50": round(1000 * pct(lags, 0.5), 1),
         "loop_lag_ms_p99": round(1000 * pct(lags, 0.99), 1),
         "loop_lag_ms_max": round(1000 * max(lags, default=float("nan")), 1),
     }
     res["keeps_up"] = bool(
-        res["collector_runs_kept"] >= 0.97
-        and (res["probe_runs_kept"] is None or res["probe_runs_kept"] >= 0.97)
+        res["collector_jobs_on_interval"] >= 0.97
+        and (res["probe_jobs_on_interval"] is None or res["probe_jobs_on_interval"] >= 0.97)
         and res["stalest_job_intervals"] <= 2
         and res["collector_errors"] == 0
         and res["loop_lag_ms_p99"] < 1000
@@ -389,12 +424,13 @@ def measure_level(args, dsns, http_port, targets: int, endpoints: int, work: Pat
 
 COLUMNS = [
     ("targets x queues", lambda r: f"{r['targets']} x {QUEUES}"),
+    ("replicas (--shard)", lambda r: str(r["replicas"])),
     ("endpoints", lambda r: str(r["endpoints"])),
     (
-        "runs kept (coll. / probes)",
+        "jobs on interval (coll. / probes)",
         lambda r: (
-            f"{r['collector_runs_kept']:.0%} / "
-            + (f"{r['probe_runs_kept']:.0%}" if r["probe_runs_kept"] is not None else "-")
+            f"{r['collector_jobs_on_interval']:.0%} / "
+            + ("-" if r["probe_jobs_on_interval"] is None else f"{r['probe_jobs_on_interval']:.0%}")
         ),
     ),
     (
@@ -408,9 +444,10 @@ COLUMNS = [
     ("probe ms p50 / p99", lambda r: f"{r['probe_ms_p50']} / {r['probe_ms_p99']}"),
     ("loop lag ms p50 / p99", lambda r: f"{r['loop_lag_ms_p50']} / {r['loop_lag_ms_p99']}"),
     ("/metrics ms p50 / p99", lambda r: f"{r['metrics_ms_p50']} / {r['metrics_ms_p99']}"),
-    ("/metrics size", lambda r: f"{r['metrics_kib']:.0f} KiB, {r['series']} series"),
-    ("RSS MiB", lambda r: f"{r['rss_mib']:.0f}"),
-    ("CPU s/min", lambda r: f"{r['cpu_s_per_min']}"),
+    ("/metrics size per replica", lambda r: f"{r['metrics_kib']:.0f} KiB, {r['series']} series"),
+    ("RSS MiB per replica", lambda r: f"{r['rss_mib']:.0f}"),
+    ("CPU s/min (all replicas)", lambda r: f"{r['cpu_s_per_min']}"),
+    ("load avg", lambda r: f"{r['load_average_1m']}"),
     ("keeps up", lambda r: "yes" if r["keeps_up"] else "**no**"),
 ]
 
@@ -424,15 +461,29 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--levels", default="10x200,25x500,50x1000,100x2000")
+    ap.add_argument(
+        "--levels",
+        default="10x200,25x500,50x1000,50x1000/2,100x2000/4",
+        help="comma-separated <targets>x<endpoints>[/<replicas>]: replicas run --shard=i/N",
+    )
     ap.add_argument("--databases", type=int, default=50)
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--probe-interval", default="15s")
+    ap.add_argument(
+        "--scrape-every",
+        type=float,
+        default=7.5,
+        help="seconds between scrapes in the window (7.5: an HA pair scraping every 15 s)",
+    )
     ap.add_argument("--endpoint-delay", type=float, default=0.02, help="seconds per response")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
-    levels = [tuple(int(x) for x in lv.split("x")) for lv in args.levels.split(",")]
+    levels = []
+    for lv in args.levels.split(","):  # <targets>x<endpoints>[/<replicas>]
+        size, _, replicas = lv.partition("/")
+        targets, endpoints = (int(x) for x in size.split("x"))
+        levels.append((targets, endpoints, int(replicas or 1)))
     work = Path(tempfile.mkdtemp(prefix="runbook-scale-"))
     http_port = free_port()
     http = subprocess.Popen(
@@ -445,8 +496,8 @@ def main() -> int:
             t = time.monotonic()
             dsns = prepare_databases(pg, args.databases)
             print(f"{len(dsns)} databases x {QUEUES} queue tables in {time.monotonic() - t:.0f} s")
-            for targets, endpoints in levels:
-                r = measure_level(args, dsns, http_port, targets, endpoints, work)
+            for targets, endpoints, replicas in levels:
+                r = measure_level(args, dsns, http_port, targets, endpoints, replicas, work)
                 results.append(r)
                 print(json.dumps(r), flush=True)
     finally:
@@ -491,6 +542,7 @@ if __name__ == "__main__":
         serve_http(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
         raise SystemExit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--child-exporter":
-        run_exporter(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
+        shard = sys.argv[6] if len(sys.argv) > 6 else "0/1"
+        run_exporter(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), shard)
         raise SystemExit(0)
     raise SystemExit(main())

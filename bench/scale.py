@@ -8,11 +8,12 @@ of 1,000 jobs (a realistic few dozen active, some failed and dead, the runbook's
 target beyond the 50th reuses a database under its own name (the exporter's work per target is
 the same; PostgreSQL sees two sessions there). One HTTP server process (asyncio, one response
 after `--endpoint-delay`) answers every endpoint path. For each level
-`<targets>x<endpoints>[/<replicas>]` the exporter runs as one child process per replica, each
+`<targets>x<endpoints>[/<replicas>][s]` the exporter runs as one child process per replica, each
 with `--shard=i/N` of the level's one configuration (Exporter + HTTPServer exactly as
 `serve()` builds them, plus a task on the collection loop that measures how late a 100 ms
 sleep wakes up), with the default intervals: every collector each 15 s, every endpoint each
-15 s (`--probe-interval`).
+15 s (`--probe-interval`). A trailing `s` is an experiment: each target's collectors start at
+a stable phase of their interval instead of all targets' at once (see spread_target_phases).
 
 After `--warmup` seconds it measures for `--window` seconds:
 - intervals kept: the share of jobs whose runs over the window (runbook_collector_runs_total,
@@ -128,6 +129,25 @@ async def _loop_lag(path: Path, seconds: float) -> None:
             out.flush()
 
 
+def spread_target_phases() -> None:
+    """The experiment of a level ending in `s`: each target's collectors start at a stable
+    phase of their interval (as probes do, probes/runner.jitter) instead of every target's at
+    the same moment. Patched into this child only; the exporter itself is unchanged."""
+    from exporter import runtime
+    from exporter.probes.runner import jitter
+
+    plain = runtime._target_jobs
+
+    def spread(db):
+        jobs = plain(db)
+        for j in jobs:
+            phase = jitter("target", db.target.name, j.interval)
+            j.first_delay = (phase + j.first_delay) % j.interval
+        return jobs
+
+    runtime._target_jobs = spread
+
+
 def run_exporter(config: str, port: int, lag_file: str, seconds: float, shard: str) -> None:
     from exporter import logs
     from exporter.config import load_config
@@ -136,6 +156,8 @@ def run_exporter(config: str, port: int, lag_file: str, seconds: float, shard: s
     from exporter.shard import parse as parse_shard
 
     logs.setup("error", "logfmt")
+    if os.environ.get("SCALE_SPREAD_TARGETS") == "1":
+        spread_target_phases()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     selection = parse_shard(shard)
@@ -265,13 +287,17 @@ class Replica:
     """One exporter child process (one shard of the level's configuration) and what the
     parent measured of it."""
 
-    def __init__(self, cfg: Path, work: Path, shard: str, seconds: float) -> None:
+    def __init__(
+        self, cfg: Path, work: Path, shard: str, seconds: float, spread: bool = False
+    ) -> None:
         self.port = free_port()
         self.lag_file = work / f"lag-{cfg.stem}-{shard.replace('/', 'of')}.txt"
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         argv = [str(cfg), str(self.port), str(self.lag_file), str(seconds), shard]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--child-exporter", *argv], stdout=subprocess.DEVNULL
+            [sys.executable, __file__, "--child-exporter", *argv],
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "SCALE_SPREAD_TARGETS": "1" if spread else "0"},
         )
         self.lat: list[float] = []
         self.sizes: list[int] = []
@@ -325,14 +351,14 @@ class Replica:
 
 
 def measure_level(
-    args, dsns, http_port, targets: int, endpoints: int, shards: int, work: Path
+    args, dsns, http_port, targets: int, endpoints: int, shards: int, spread: bool, work: Path
 ) -> dict:
     cfg = work / f"level-{targets}x{endpoints}.yml"
     cfg.write_text(
         yaml.safe_dump(level_config(dsns, targets, endpoints, http_port, args.probe_interval))
     )
     seconds = args.warmup + args.window + 120
-    replicas = [Replica(cfg, work, f"{i}/{shards}", seconds) for i in range(shards)]
+    replicas = [Replica(cfg, work, f"{i}/{shards}", seconds, spread) for i in range(shards)]
     try:
         with httpx.Client(timeout=30) as client:
             for r in replicas:
@@ -387,6 +413,7 @@ def measure_level(
         "queues": targets * QUEUES,
         "endpoints": endpoints,
         "replicas": shards,
+        "targets_spread": spread,
         "window_s": round(min(r.t1 - r.t0 for r in replicas), 1),
         "load_average_1m": load_before,
         "collector_jobs_on_interval": share(on_interval_c),
@@ -424,7 +451,10 @@ def measure_level(
 
 COLUMNS = [
     ("targets x queues", lambda r: f"{r['targets']} x {QUEUES}"),
-    ("replicas (--shard)", lambda r: str(r["replicas"])),
+    (
+        "replicas (--shard)",
+        lambda r: str(r["replicas"]) + (" (targets spread)" if r.get("targets_spread") else ""),
+    ),
     ("endpoints", lambda r: str(r["endpoints"])),
     (
         "jobs on interval (coll. / probes)",
@@ -464,7 +494,8 @@ def main() -> int:
     ap.add_argument(
         "--levels",
         default="10x200,25x500,50x1000,50x1000/2,100x2000/4",
-        help="comma-separated <targets>x<endpoints>[/<replicas>]: replicas run --shard=i/N",
+        help="comma-separated <targets>x<endpoints>[/<replicas>][s]: replicas run "
+        "--shard=i/N; a trailing s spreads each target's collectors over their interval",
     )
     ap.add_argument("--databases", type=int, default=50)
     ap.add_argument("--warmup", type=float, default=30.0)
@@ -480,10 +511,11 @@ def main() -> int:
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
     levels = []
-    for lv in args.levels.split(","):  # <targets>x<endpoints>[/<replicas>]
-        size, _, replicas = lv.partition("/")
+    for lv in args.levels.split(","):  # <targets>x<endpoints>[/<replicas>][s]
+        spread = lv.endswith("s")
+        size, _, replicas = lv.removesuffix("s").partition("/")
         targets, endpoints = (int(x) for x in size.split("x"))
-        levels.append((targets, endpoints, int(replicas or 1)))
+        levels.append((targets, endpoints, int(replicas or 1), spread))
     work = Path(tempfile.mkdtemp(prefix="runbook-scale-"))
     http_port = free_port()
     http = subprocess.Popen(
@@ -496,8 +528,8 @@ def main() -> int:
             t = time.monotonic()
             dsns = prepare_databases(pg, args.databases)
             print(f"{len(dsns)} databases x {QUEUES} queue tables in {time.monotonic() - t:.0f} s")
-            for targets, endpoints, replicas in levels:
-                r = measure_level(args, dsns, http_port, targets, endpoints, replicas, work)
+            for targets, endpoints, replicas, spread in levels:
+                r = measure_level(args, dsns, http_port, targets, endpoints, replicas, spread, work)
                 results.append(r)
                 print(json.dumps(r), flush=True)
     finally:

@@ -336,3 +336,27 @@ def test_two_sharded_processes_serve_the_unsharded_set_once(tmp_path, fresh_db, 
             p.stop()
     for p in procs:
         assert "Traceback" not in p.log.read_text()
+
+
+def test_a_replica_that_owns_nothing_serves_only_its_own_series_and_is_ready():
+    small = {
+        "targets": [{"name": "db-0", "dsn": UNREACHABLE}],
+        "apps": [{"name": "web", "endpoints": [{"name": "up", "url": "http://127.0.0.1:1/"}]}],
+    }
+    config = parse_config(yaml.safe_dump(small))
+    owners = {owner(*item[:1], "\0".join(item[1:]), 6) for item in items(config)}
+    idle = next(i for i in range(6) if i not in owners)
+    mine = Shard(idle, 6).select(config)
+    assert not items(mine)
+    exp = Exporter(mine, None, Shard(idle, 6))
+    exp.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not exp.ready() and time.monotonic() < deadline:  # bounded
+            time.sleep(0.05)
+        assert exp.ready()
+        names = {m.name for m in exp.collect() if m.samples}
+        assert {"runbook_exporter_shard", "runbook_exporter_shards"} <= names
+        assert not names & {"runbook_target_up", "runbook_probe_success"}
+    finally:
+        exp.stop()

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from exporter import __version__
+from exporter import shard as sharding
 from exporter.config import Config, ConfigError, load_config
 from exporter.dashboards import add_parser as add_dashboards_parser
 from exporter.server import DEFAULT_PORT
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration, print what would be collected, exit 0 or 2",
     )
+    p.add_argument("--shard", default=None, metavar="i/N", help=sharding.HELP)
     p.add_argument("--version", action="version", version=f"runbook-exporter {__version__}")
     sub = p.add_subparsers(dest="command")
     d = sub.add_parser(
@@ -200,6 +202,14 @@ def _check_telemetry_path(path: str) -> None:
         raise SystemExit(2) from None
 
 
+def _shard(value: str | None) -> sharding.Shard:
+    try:
+        return sharding.parse(value)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from exporter import logs
@@ -227,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.discover import run_discover
 
         return run_discover(args.dsn, args.name, args.output, args.force)
-    config = _load(args.config_file, check_only=args.check_config)
+    shard = _shard(getattr(args, "shard", None))
+    full = _load(args.config_file, check_only=args.check_config)
+    config = shard.select(full)
     if getattr(args, "web_config_file", None):
         _load_web(args.web_config_file)
     _check_telemetry_path(args.telemetry_path)
@@ -237,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_doctor(config)
     if args.check_config:
         print(summary(config, args.config_file))
+        if shard.count > 1:
+            print(shard.describe(config, full))
         return 0
     return serve(
         config,
@@ -244,4 +258,5 @@ def main(argv: list[str] | None = None) -> int:
         config_file=args.config_file,
         web_config=args.web_config_file,
         telemetry_path=args.telemetry_path,
+        shard=shard,
     )

@@ -35,6 +35,7 @@ from exporter.probes.http import Clients
 from exporter.probes.runner import probe_jobs
 from exporter.scheduler import Job, Scheduler, Store, sane_timing
 from exporter.secrets import redact
+from exporter.shard import UNSHARDED, Shard
 
 log = logging.getLogger("exporter")
 SRC = "runtime.py"
@@ -156,8 +157,11 @@ class _Plan:
 
 
 class Exporter(Collector):
-    def __init__(self, config: Config, config_file: str | None = None) -> None:
+    def __init__(
+        self, config: Config, config_file: str | None = None, shard: Shard | None = None
+    ) -> None:
         self.config_file = config_file  # what a reload reads
+        self.shard = shard or UNSHARDED  # `config` is its part already; a reload selects it
         self.store = Store()
         self.scheduler = Scheduler(self.store)
         # shared by all endpoints with the same TLS and redirect settings, closed on stop
@@ -228,7 +232,7 @@ class Exporter(Collector):
             for p in config.poolers
         }
         plan.static += pgbouncer.threshold_families(config.poolers)
-        plan.static += _job_settings(plan.jobs)
+        plan.static += _job_settings(plan.jobs) + self.shard.families()
         return plan
 
     def _plan_backups(
@@ -270,7 +274,7 @@ class Exporter(Collector):
             if source is None:
                 return self._reload_failed("no configuration file to reload from")
             try:
-                config = load_config(source)
+                config = self.shard.select(load_config(source))
             except ConfigError as e:
                 return self._reload_failed(str(e))
             except Exception as e:  # a loader bug must not take the running config with it

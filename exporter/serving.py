@@ -17,6 +17,7 @@ from exporter import __version__
 
 if TYPE_CHECKING:
     from exporter.config import Config
+    from exporter.shard import Shard
 
 log = logging.getLogger("exporter")
 
@@ -29,13 +30,15 @@ def serve(
     config_file: str | None = None,
     web_config: str | None = None,
     telemetry_path: str = "/metrics",
+    shard: Shard | None = None,
 ) -> int:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`."""
+    """Run until `stop` is set or SIGINT/SIGTERM arrives; SIGHUP reloads `config_file`
+    (`config` is already `shard`'s part; a reload selects it again)."""
     from exporter.config import ConfigError
     from exporter.runtime import Exporter
     from exporter.server import HTTPServer
 
-    exporter = Exporter(config, config_file)
+    exporter = Exporter(config, config_file, shard)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         # before anything starts: SIGHUP's default action would end the process silently

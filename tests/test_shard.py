@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import yaml
@@ -246,14 +247,26 @@ def series(s: Scrape) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     return out
 
 
-def complete(s: Scrape, targets: int, endpoints: int) -> bool:
+def wait_for_ready(port: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:  # bounded
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"exporter on port {port} not ready within {within:g}s")
+
+
+def complete(s: Scrape, targets: int, endpoints: int, backups: int) -> bool:
     return (
         len(s.values("runbook_collector_success")) > 0
         and sum(1 for x in s.samples if x.name == "runbook_probe_success") == endpoints
         and len(s.values("runbook_target_up")) == targets
         and all(v == 1 for v in s.values("runbook_target_up"))
         and len(s.values("runbook_queue_up")) == targets
-        and len(s.labelsets("runbook_backup_found")) > 0
+        and len(s.labelsets("runbook_backup_found")) == backups
     )
 
 
@@ -317,10 +330,12 @@ def test_two_sharded_processes_serve_the_unsharded_set_once(tmp_path, fresh_db, 
         for port, part in zip(ports, parts, strict=True):
             c = part or parsed
             n_endpoints = sum(len(a.endpoints) for a in c.apps)
+            # ready: every job has finished its first run, so no collector's series are missing
+            wait_for_ready(port)
             scrapes.append(
                 wait_for(
                     f"http://127.0.0.1:{port}/metrics",
-                    lambda s, c=c, n=n_endpoints: complete(s, len(c.targets), n),
+                    lambda s, c=c, n=n_endpoints: complete(s, len(c.targets), n, len(c.backups)),
                     30,
                     f"every series of {len(c.targets)} targets and {n_endpoints} endpoints",
                 )

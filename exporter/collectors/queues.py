@@ -59,6 +59,7 @@ from exporter.queuekinds.table import (  # noqa: F401  (re-exported, as above)
     check_queue,
     completed_query,
     dead_letter_query,
+    failed_query,
     queries,
     queue_problems,
     recent_query,

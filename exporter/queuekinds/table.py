@@ -1,10 +1,14 @@
 """Job queues kept in a PostgreSQL table (runbooks 000 and 003): the `table:` kind.
 
-Every query costs O(active jobs), not O(table): the active roles (pending, processing, failed,
-dead) are read in one query that a partial index on the status column serves, recently
-finished jobs in one query that a partial index on updated_at serves, and completed jobs --
-the rows that grow to millions -- are estimated from planner statistics unless the queue asks
-for an exact count. `runbook-exporter doctor` prints the indexes a queue lacks (its table
+Every query costs O(active jobs), not O(table): pending and processing jobs are read in one
+query that a partial index on the status column serves; failed and dead jobs -- which pile up
+for as long as nobody clears them -- are counted exactly by a second query that a small
+deduplicated partial index `(status, retry_count)` answers alone (an index-only scan, no table
+rows read); recently finished jobs are one range of a partial index on updated_at; completed
+jobs -- the rows that grow to millions -- are estimated from planner statistics unless the queue
+asks for an exact count. The recommended indexes are covering (INCLUDE the columns the query
+reads), so with the visibility map kept current by autovacuum none of the queries reads the
+table itself. `runbook-exporter doctor` prints the indexes a queue lacks (its table
 checks are in exporter/doctor.py); docs/queues.md explains the queries and has the measured
 plans.
 
@@ -111,8 +115,15 @@ def _params(prefix: str, values: list[str]) -> dict[str, Any]:
 
 
 def active_statuses(queue: Queue) -> list[str]:
+    """The statuses of jobs still to run or running: few, whatever the table's age."""
     s = queue.statuses
-    return [*s.pending, *s.processing, *s.failed, *s.dead]
+    return [*s.pending, *s.processing]
+
+
+def failed_statuses(queue: Queue) -> list[str]:
+    """The statuses of jobs that stay until someone clears them: they accumulate."""
+    s = queue.statuses
+    return [*s.failed, *s.dead]
 
 
 def finished_statuses(queue: Queue) -> list[str]:
@@ -120,12 +131,55 @@ def finished_statuses(queue: Queue) -> list[str]:
 
 
 def active_query(queue: Queue) -> Query:
-    """Per active status: count, oldest created_at, stale updated_at, retries exhausted.
+    """Per pending or processing status: count, oldest created_at, stale updated_at.
 
-    One pass over the rows of the active statuses, served by a partial index on the status
-    column; Python then sums the statuses into roles (stale only counts for processing,
-    exhausted only for failed, oldest only for pending).
+    Served by a partial index on the status column over these statuses only (runbook 000's
+    own index does); the recommended one INCLUDEs created_at and updated_at so the scan needs
+    no table row. Python sums the statuses into roles (stale only counts for processing,
+    oldest only for pending).
     """
+    status = sql.Identifier(queue.status_column)
+    text = sql.SQL(
+        "SELECT {status}::text, count(*),"
+        " GREATEST(EXTRACT(EPOCH FROM now() - min({created})), 0)::float8,"
+        " count(*) FILTER (WHERE {updated} < now() - make_interval(secs => %(stuck_after)s))"
+        " FROM {table} WHERE {cond} GROUP BY {status}"
+    ).format(
+        status=status,
+        created=sql.Identifier(queue.created_at_column),
+        updated=sql.Identifier(queue.updated_at_column),
+        table=ident(queue.table),
+        cond=_in(status, "a", active_statuses(queue)),
+    )
+    params: dict[str, Any] = {
+        "stuck_after": float(queue.stuck_after),
+        **_params("a", active_statuses(queue)),
+    }
+    include = (queue.created_at_column, queue.updated_at_column)
+    return Query(
+        "active",
+        text,
+        params,
+        queue.status_column,
+        active_statuses(queue),
+        index_include=include,
+    )
+
+
+def failed_query(queue: Queue) -> Query | None:
+    """Per failed or dead status: count and retries exhausted, exactly.
+
+    These rows accumulate (0.1 % of 5M jobs is 5,000 rows), and the alerts on them fire on the
+    first one (QueueRetriesExhausted, QueueDeadLetters: threshold 0), so an estimate will not
+    do. The recommended index `(status, retry_count) WHERE status IN (failed, dead)` holds
+    every column the query reads, so PostgreSQL counts from the index alone (an index-only
+    scan), and a B-tree stores equal keys once with a list of row pointers (deduplication,
+    PostgreSQL 13+): a page holds over a thousand failed jobs. None when the queue maps no
+    failed or dead status.
+    """
+    statuses = failed_statuses(queue)
+    if not statuses:
+        return None
     status = sql.Identifier(queue.status_column)
     retry = (
         sql.SQL("count(*) FILTER (WHERE {} >= %(max_retries)s)").format(
@@ -135,26 +189,21 @@ def active_query(queue: Queue) -> Query:
         else sql.SQL("0")
     )
     text = sql.SQL(
-        "SELECT {status}::text, count(*),"
-        " GREATEST(EXTRACT(EPOCH FROM now() - min({created})), 0)::float8,"
-        " count(*) FILTER (WHERE {updated} < now() - make_interval(secs => %(stuck_after)s)),"
-        " {retry}"
-        " FROM {table} WHERE {cond} GROUP BY {status}"
+        "SELECT {status}::text, count(*), {retry} FROM {table} WHERE {cond} GROUP BY {status}"
     ).format(
         status=status,
-        created=sql.Identifier(queue.created_at_column),
-        updated=sql.Identifier(queue.updated_at_column),
         retry=retry,
         table=ident(queue.table),
-        cond=_in(status, "a", active_statuses(queue)),
+        cond=_in(status, "x", statuses),
     )
-    params: dict[str, Any] = {
-        "stuck_after": float(queue.stuck_after),
-        **_params("a", active_statuses(queue)),
-    }
+    params: dict[str, Any] = _params("x", statuses)
+    keys: tuple[str, ...] = ()
     if queue.retry_count_column:
         params["max_retries"] = queue.max_retries
-    return Query("active", text, params, queue.status_column, active_statuses(queue))
+        keys = (queue.retry_count_column,)
+    return Query(
+        "failed", text, params, queue.status_column, statuses, index_keys=keys, index_only=True
+    )
 
 
 def recent_query(queue: Queue) -> Query:
@@ -180,7 +229,14 @@ def recent_query(queue: Queue) -> Query:
         **_params("f", s.failed),
         **_params("t", finished_statuses(queue)),
     }
-    return Query("recent", text, params, queue.updated_at_column, finished_statuses(queue))
+    return Query(
+        "recent",
+        text,
+        params,
+        queue.updated_at_column,
+        finished_statuses(queue),
+        index_include=(queue.status_column,),
+    )
 
 
 def completed_query(queue: Queue) -> Query:
@@ -203,7 +259,11 @@ def dead_letter_query(queue: Queue) -> Query | None:
 
 def queries(queue: Queue) -> list[Query]:
     """Every query a scrape of the queue runs, in order (for the doctor and the bench)."""
-    out = [active_query(queue), recent_query(queue)]
+    out = [active_query(queue)]
+    failed = failed_query(queue)
+    if failed is not None:
+        out.append(failed)
+    out.append(recent_query(queue))
     if queue.count_terminal != "off" and queue.statuses.completed:
         out.append(completed_query(queue))
     dlq = dead_letter_query(queue)
@@ -213,13 +273,13 @@ def queries(queue: Queue) -> list[Query]:
 
 
 async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
-    """The queue's reading: the active query summed into roles, the recent query, the
-    completed count or estimate and the dead letters."""
+    """The queue's reading: the active and failed queries summed into roles, the recent
+    query, the completed count or estimate and the dead letters."""
     s = q.statuses
     role = s.role_of()
     totals = dict.fromkeys(("pending", "processing", "failed", "dead"), 0.0)
     oldest = stuck = exhausted = 0.0
-    for status, count, age, stale, spent in await run(conn, active_query(q)):
+    for status, count, age, stale in await run(conn, active_query(q)):
         r = role.get(status)
         if r is None:  # cannot happen: the WHERE only selects mapped values
             continue
@@ -228,7 +288,13 @@ async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
             oldest = max(oldest, float(age or 0))
         elif r == "processing":
             stuck += stale
-        elif r == "failed":
+    failed_q = failed_query(q)
+    for status, count, spent in await run(conn, failed_q) if failed_q else []:
+        r = role.get(status)
+        if r is None:
+            continue
+        totals[r] += count
+        if r == "failed":
             exhausted += spent
     jobs = {r: totals[r] for r in ("pending", "processing", "failed")}
     if s.dead:

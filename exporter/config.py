@@ -573,6 +573,9 @@ class Target(Model):
     # what sits between the exporter and PostgreSQL (docs/postgres.md, "Poolers"): in
     # `transaction` mode the session is set up with no session state (exporter/db.py)
     pooler: Literal["none", "session", "transaction"] = "none"
+    # sessions the exporter may hold on the target at once (exporter/db.py): opened only when
+    # every open one is busy, so a slow statement of one collector never holds up another
+    max_sessions: int = Field(3, ge=1, le=20)
     collectors: Collectors = Field(default_factory=lambda: collectors_model()())
     queues: list[QueueItem] = []
     thresholds: PgThresholds = PgThresholds()

@@ -59,6 +59,8 @@ from exporter.queuekinds.table import (  # noqa: F401  (re-exported, as above)
     check_queue,
     completed_query,
     dead_letter_query,
+    estimate_query,
+    failed_parts,
     failed_query,
     queries,
     queue_problems,
@@ -129,6 +131,16 @@ RECENT = spec(
     SRC,
 )
 
+FAILED_ESTIMATED = spec(
+    "runbook_queue_failed_jobs_estimated",
+    "gauge",
+    "1 when a failed count of the queue reached its exact_count_limit, so "
+    'runbook_queue_jobs{status="failed"} and runbook_queue_retries_exhausted_jobs are planner '
+    "estimates (never below the limit); 0 when they are exact. Table queues only.",
+    TQ,
+    SRC,
+)
+
 QUEUE_UP = spec(
     "runbook_queue_up",
     "gauge",
@@ -162,6 +174,8 @@ def families(target: str, label: str, r: Reading) -> list[Metric]:
     out.append(jobs)
     if r.dead_letter is not None:
         out.append(DEAD_LETTER.one(r.dead_letter, target, label))
+    if r.failed_estimated is not None:
+        out.append(FAILED_ESTIMATED.one(1 if r.failed_estimated else 0, target, label))
     return out
 
 

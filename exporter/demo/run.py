@@ -34,14 +34,13 @@ CREATE TABLE processing_jobs (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
--- the indexes `runbook-exporter doctor` recommends (docs/queues.md): each query of the queue
--- is an index-only scan of one of them
+-- the indexes `runbook-exporter doctor` recommends (docs/queues.md)
 CREATE INDEX processing_jobs_active_idx ON processing_jobs (status)
     INCLUDE (created_at, updated_at) WHERE status IN ('pending', 'processing');
 CREATE INDEX processing_jobs_failed_idx ON processing_jobs (status, retry_count)
     WHERE status IN ('failed');
 CREATE INDEX processing_jobs_finished_idx ON processing_jobs (updated_at)
-    INCLUDE (status) WHERE status IN ('completed', 'failed');
+    WHERE status IN ('completed', 'failed');
 CREATE TABLE processing_jobs_dlq (
     id         bigserial PRIMARY KEY,
     job_id     bigint,

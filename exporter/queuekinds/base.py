@@ -161,6 +161,9 @@ class Reading:
     recent: dict[str, float] | None
     completed_estimate: float | None = None  # from planner statistics; None: not served
     dead_letter: float | None = None  # None: the queue has no dead letters configured
+    # the failed counts are planner estimates past exact_count_limit; None: the kind counts
+    # failed jobs exactly, always
+    failed_estimated: bool | None = None
 
 
 @dataclass(frozen=True)

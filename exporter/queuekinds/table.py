@@ -20,6 +20,7 @@ planner statistics instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -166,44 +167,94 @@ def active_query(queue: Queue) -> Query:
     )
 
 
-def failed_query(queue: Queue) -> Query | None:
-    """Per failed or dead status: count and retries exhausted, exactly.
+@dataclass(frozen=True)
+class FailedPart:
+    """One count of the failed query: the jobs of one failed status with retries left or
+    exhausted (`capped`: exact up to exact_count_limit), or of one dead status (exact)."""
 
-    These rows accumulate (0.1 % of 5M jobs is 5,000 rows), and the alerts on them fire on the
-    first one (QueueRetriesExhausted, QueueDeadLetters: threshold 0), so an estimate will not
-    do. The recommended index `(status, retry_count) WHERE status IN (failed, dead)` holds
-    every column the query reads, so PostgreSQL counts from the index alone (an index-only
-    scan), and a B-tree stores equal keys once with a list of row pointers (deduplication,
-    PostgreSQL 13+): a page holds over a thousand failed jobs. None when the queue maps no
-    failed or dead status.
-    """
-    statuses = failed_statuses(queue)
-    if not statuses:
-        return None
+    role: str  # failed or dead
+    exhausted: bool  # failed jobs out of retries (QueueRetriesExhausted counts these)
+    cond: sql.Composable  # the WHERE of its rows
+    capped: bool
+
+
+def failed_parts(queue: Queue) -> tuple[list[FailedPart], dict[str, Any]]:
+    """The failed query's counts in order, and the parameters their conditions use."""
     status = sql.Identifier(queue.status_column)
-    retry = (
-        sql.SQL("count(*) FILTER (WHERE {} >= %(max_retries)s)").format(
-            sql.Identifier(queue.retry_count_column)
-        )
-        if queue.retry_count_column
-        else sql.SQL("0")
-    )
-    text = sql.SQL(
-        "SELECT {status}::text, count(*), {retry} FROM {table} WHERE {cond} GROUP BY {status}"
-    ).format(
-        status=status,
-        retry=retry,
-        table=ident(queue.table),
-        cond=_in(status, "x", statuses),
-    )
-    params: dict[str, Any] = _params("x", statuses)
-    keys: tuple[str, ...] = ()
-    if queue.retry_count_column:
+    params: dict[str, Any] = {}
+    parts: list[FailedPart] = []
+    for i, value in enumerate(queue.statuses.failed):
+        params[f"f{i}"] = value
+        is_failed = sql.SQL("{} = {}").format(status, sql.Placeholder(f"f{i}"))
+        if queue.retry_count_column is None:
+            parts.append(FailedPart("failed", False, is_failed, True))
+            continue
         params["max_retries"] = queue.max_retries
-        keys = (queue.retry_count_column,)
+        retry = sql.Identifier(queue.retry_count_column)
+        for exhausted, op in ((True, ">="), (False, "<")):
+            cond = sql.SQL("{} AND {} {} %(max_retries)s").format(is_failed, retry, sql.SQL(op))
+            parts.append(FailedPart("failed", exhausted, cond, True))
+    for i, value in enumerate(queue.statuses.dead):
+        params[f"d{i}"] = value
+        cond = sql.SQL("{} = {}").format(status, sql.Placeholder(f"d{i}"))
+        parts.append(FailedPart("dead", False, cond, False))
+    return parts, params
+
+
+def failed_query(queue: Queue) -> Query | None:
+    """The failed and dead jobs, one count per status (failed ones split by retries left).
+
+    These rows pile up for as long as nobody clears them, so counting them all on every run
+    would make the query O(history). Two things keep it flat:
+
+    - The recommended index `(status, retry_count) WHERE status IN (failed, dead)` holds every
+      column the counts read: PostgreSQL answers from the index alone (an index-only scan,
+      no table row read while the visibility map is current), and a B-tree stores a repeated
+      key once with a list of row pointers (deduplication, PostgreSQL 13+): over a thousand
+      failed jobs per 8 kB page.
+    - Failed jobs are counted exactly up to `exact_count_limit` (default 1000) per status and
+      retries left or exhausted (`LIMIT`); a count that reaches it is replaced by the
+      planner's estimate (never below the limit). QueueRetriesExhausted compares the exhausted
+      count with a threshold the config keeps below the limit, so it fires exactly as with
+      a full count; no alert reads the failed total.
+    - Dead jobs are counted in full: QueueDeadLetterGrowing compares the count with its own
+      minimum over the last hour, which an estimate (fixed between two ANALYZEs) cannot
+      follow. They are meant to be cleared (runbook 003: daily).
+
+    None when the queue maps no failed or dead status.
+    """
+    parts, params = failed_parts(queue)
+    if not parts:
+        return None
+    table = ident(queue.table)
+    counts = []
+    for part in parts:
+        if part.capped:
+            counts.append(
+                sql.SQL(
+                    "(SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} LIMIT %(cap)s) capped)"
+                ).format(table, part.cond)
+            )
+        else:
+            counts.append(sql.SQL("(SELECT count(*) FROM {} WHERE {})").format(table, part.cond))
+    params["cap"] = queue.exact_count_limit
+    text = sql.SQL("SELECT {}").format(sql.SQL(", ").join(counts))
+    keys = (queue.retry_count_column,) if queue.retry_count_column else ()
     return Query(
-        "failed", text, params, queue.status_column, statuses, index_keys=keys, index_only=True
+        "failed",
+        text,
+        params,
+        queue.status_column,
+        failed_statuses(queue),
+        index_keys=keys,
+        index_only=True,
     )
+
+
+def estimate_query(queue: Queue, part: FailedPart, params: dict[str, Any]) -> Query:
+    """The rows of a count that reached the limit, for the planner's estimate (EXPLAIN)."""
+    text = sql.SQL("SELECT 1 FROM {} WHERE {}").format(ident(queue.table), part.cond)
+    return Query("failed estimate", text, params, None)
 
 
 def recent_query(queue: Queue) -> Query:
@@ -229,14 +280,9 @@ def recent_query(queue: Queue) -> Query:
         **_params("f", s.failed),
         **_params("t", finished_statuses(queue)),
     }
-    return Query(
-        "recent",
-        text,
-        params,
-        queue.updated_at_column,
-        finished_statuses(queue),
-        index_include=(queue.status_column,),
-    )
+    # not covering: it reads the window's rows only, and an INCLUDE (status) would make an
+    # index as large as the table's finished history much larger still (docs/queues.md)
+    return Query("recent", text, params, queue.updated_at_column, finished_statuses(queue))
 
 
 def completed_query(queue: Queue) -> Query:
@@ -289,18 +335,24 @@ async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
         elif r == "processing":
             stuck += stale
     failed_q = failed_query(q)
-    for status, count, spent in await run(conn, failed_q) if failed_q else []:
-        r = role.get(status)
-        if r is None:
-            continue
-        totals[r] += count
-        if r == "failed":
-            exhausted += spent
+    estimated = False
+    if failed_q is not None:
+        parts, params = failed_parts(q)
+        (counts,) = await run(conn, failed_q)
+        for part, count in zip(parts, counts, strict=True):
+            if part.capped and count >= q.exact_count_limit:
+                estimated = True
+                guess = await estimate_rows(conn, estimate_query(q, part, params))
+                count = max(count, round(guess))
+            totals[part.role] += count
+            if part.exhausted:
+                exhausted += count
     jobs = {r: totals[r] for r in ("pending", "processing", "failed")}
     if s.dead:
         jobs["dead"] = totals["dead"]
     done, failed = (await run(conn, recent_query(q)))[0]
     reading = Reading(jobs, oldest, stuck, exhausted, {"completed": done, "failed": failed})
+    reading.failed_estimated = estimated if s.failed else None
     if q.count_terminal == "exact" and s.completed:
         jobs["completed"] = (await run(conn, completed_query(q)))[0][0]
     elif q.count_terminal == "estimate" and s.completed:

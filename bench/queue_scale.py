@@ -20,7 +20,8 @@ ANALYZE. Three setups per size:
 For each it prints and writes (docs/queues.md, "Measured at scale") the plan, median time and
 shared buffers of every statement, the heap fetches of index-only scans, and the median time of
 a whole collector run (this release's collector code, `collect_queue`, on one session; for
-`before` the previous release's statements in one transaction). The ratio 5M / 100k of that run is issue 18's target (at most 1.5).
+`before` the previous release's statements in one transaction). The ratio 5M / 100k of that
+run is issue 18's target (at most 1.5).
 """
 
 from __future__ import annotations

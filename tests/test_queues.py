@@ -507,7 +507,8 @@ def test_failed_jobs_are_exact_up_to_the_limit_and_estimated_beyond(fresh_db):
     # statistics on the pair (docs/queues.md) make the estimate follow the real split
     with psycopg.connect(fresh_db, autocommit=True) as c:
         c.execute(
-            "CREATE STATISTICS processing_jobs_failed_stats (mcv) ON status, retry_count FROM processing_jobs"
+            "CREATE STATISTICS processing_jobs_failed_stats (mcv) ON status, retry_count"
+            " FROM processing_jobs"
         )
         c.execute("ANALYZE processing_jobs")
     assert reading(10).retries_exhausted == 40

@@ -394,6 +394,8 @@ class TargetDB:
                 await _close_quietly(conn)
             else:
                 self._idle.append(conn)
+                if self.up == 0:  # its run just talked to the server: the target answers
+                    self._connected_now()
             self._changed.notify()
 
     def _usable(self) -> bool:

@@ -55,11 +55,11 @@ from exporter.queuekinds.base import (  # noqa: F401  (re-exported: the doctor, 
 )
 from exporter.queuekinds.table import (  # noqa: F401  (re-exported, as above)
     TIMESTAMP_TYPES,
+    Estimates,
     active_query,
     check_queue,
     completed_query,
     dead_letter_query,
-    estimate_query,
     failed_parts,
     failed_query,
     queries,
@@ -179,9 +179,11 @@ def families(target: str, label: str, r: Reading) -> list[Metric]:
     return out
 
 
-async def collect_queue(conn: psycopg.AsyncConnection, target: Target, q: Queue) -> list[Metric]:
-    """One table queue's families (the bench times this)."""
-    return families(target.name, q.label, await measure_table(conn, q))
+async def collect_queue(
+    conn: psycopg.AsyncConnection, target: Target, q: Queue, estimates: Estimates | None = None
+) -> list[Metric]:
+    """One table queue's families (the bench times this; `estimates` as TableKind keeps them)."""
+    return families(target.name, q.label, await measure_table(conn, q, estimates))
 
 
 # --- the collector ----------------------------------------------------------------------

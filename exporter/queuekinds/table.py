@@ -20,7 +20,8 @@ planner statistics instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -34,6 +35,7 @@ from exporter.queuekinds.base import (
     Reading,
     TableInfo,
     estimate_rows,
+    explain_plan,
     ident,
     queue_path,
     relation_problem,
@@ -251,10 +253,46 @@ def failed_query(queue: Queue) -> Query | None:
     )
 
 
-def estimate_query(queue: Queue, part: FailedPart, params: dict[str, Any]) -> Query:
-    """The rows of a count that reached the limit, for the planner's estimate (EXPLAIN)."""
-    text = sql.SQL("SELECT 1 FROM {} WHERE {}").format(ident(queue.table), part.cond)
-    return Query("failed estimate", text, params, None)
+# planner estimates of the counts past the limit are reused this long: they change only with
+# ANALYZE and the table's size, and re-planning them every run would cost more than the
+# capped counts themselves
+ESTIMATE_TTL = 60.0
+
+
+@dataclass
+class Estimates:
+    """The planner's estimates of the failed counts past the limit, by part, and when they
+    were made (time.monotonic); kept per queue between runs (TableKind)."""
+
+    rows: dict[int, float] = field(default_factory=dict)
+    made_at: float = -ESTIMATE_TTL
+
+
+def estimates_query(queue: Queue, parts: list[FailedPart], params: dict[str, Any]) -> Query:
+    """The rows of every capped count, one branch each, for one EXPLAIN: the Append node's
+    children carry each branch's estimate."""
+    table = ident(queue.table)
+    branches = [
+        sql.SQL("SELECT 1 FROM {} WHERE {}").format(table, part.cond)
+        for part in parts
+        if part.capped
+    ]
+    return Query("failed estimates", sql.SQL(" UNION ALL ").join(branches), params, None)
+
+
+async def capped_estimates(
+    conn: psycopg.AsyncConnection, queue: Queue, parts: list[FailedPart], params: dict[str, Any]
+) -> dict[int, float]:
+    """The planner's row estimate of each capped part (by index in `parts`)."""
+    plan = await explain_plan(conn, estimates_query(queue, parts, params))
+    capped = [i for i, part in enumerate(parts) if part.capped]
+    if plan is None:
+        return {}
+    # one branch: its scan is the top node; several: an Append with a child per branch
+    nodes = plan.get("Plans", []) if len(capped) > 1 else [plan]
+    if plan["Node Type"] != "Append" and len(capped) > 1:
+        return {}
+    return {i: float(node["Plan Rows"]) for i, node in zip(capped, nodes, strict=False)}
 
 
 def recent_query(queue: Queue) -> Query:
@@ -318,9 +356,12 @@ def queries(queue: Queue) -> list[Query]:
     return out
 
 
-async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
+async def measure(
+    conn: psycopg.AsyncConnection, q: Queue, estimates: Estimates | None = None
+) -> Reading:
     """The queue's reading: the active and failed queries summed into roles, the recent
-    query, the completed count or estimate and the dead letters."""
+    query, the completed count or estimate and the dead letters. `estimates` keeps the
+    planner's estimates of failed counts past the limit between runs (ESTIMATE_TTL)."""
     s = q.statuses
     role = s.role_of()
     totals = dict.fromkeys(("pending", "processing", "failed", "dead"), 0.0)
@@ -339,11 +380,16 @@ async def measure(conn: psycopg.AsyncConnection, q: Queue) -> Reading:
     if failed_q is not None:
         parts, params = failed_parts(q)
         (counts,) = await run(conn, failed_q)
-        for part, count in zip(parts, counts, strict=True):
-            if part.capped and count >= q.exact_count_limit:
-                estimated = True
-                guess = await estimate_rows(conn, estimate_query(q, part, params))
-                count = max(count, round(guess))
+        over = [p.capped and c >= q.exact_count_limit for p, c in zip(parts, counts, strict=True)]
+        estimated = any(over)
+        if estimated:
+            estimates = estimates or Estimates()
+            if time.monotonic() - estimates.made_at >= ESTIMATE_TTL:
+                estimates.rows = await capped_estimates(conn, q, parts, params)
+                estimates.made_at = time.monotonic()
+        for i, (part, count) in enumerate(zip(parts, counts, strict=True)):
+            if over[i] and estimates is not None:
+                count = max(count, round(estimates.rows.get(i, 0.0)))
             totals[part.role] += count
             if part.exhausted:
                 exhausted += count
@@ -374,5 +420,9 @@ class TableKind(QueueKind):
         _, problems = await check_queue(conn, self.target, self.item)
         return problems
 
+    def __init__(self, target: Target, item: Queue) -> None:
+        super().__init__(target, item)
+        self.estimates = Estimates()
+
     async def measure(self, conn: psycopg.AsyncConnection, member: Member) -> Reading:
-        return await measure(conn, self.item)
+        return await measure(conn, self.item, self.estimates)

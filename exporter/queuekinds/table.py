@@ -207,7 +207,7 @@ def failed_query(queue: Queue) -> Query | None:
     """The failed and dead jobs, one count per status (failed ones split by retries left).
 
     These rows pile up for as long as nobody clears them, so counting them all on every run
-    would make the query O(history). Two things keep it flat:
+    would make the query O(history). Three things keep it flat:
 
     - The recommended index `(status, retry_count) WHERE status IN (failed, dead)` holds every
       column the counts read: PostgreSQL answers from the index alone (an index-only scan,

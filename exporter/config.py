@@ -144,6 +144,9 @@ class Queue(Model):
     recent_window: Duration = 300.0  # window for jobs finished / failed recently
     # completed rows grow to millions: estimate them from planner statistics by default
     count_terminal: Literal["estimate", "exact", "off"] = "estimate"
+    # failed jobs pile up while nobody clears them: counted exactly up to this many (by status
+    # and retries left), planner estimates beyond (exporter/queuekinds/table.py)
+    exact_count_limit: int = Field(1000, ge=1, le=1_000_000)
     thresholds: QueueThresholds = QueueThresholds()
     # where this queue sits in the config file, e.g. targets[0].queues[1]; set by Config so
     # collector and doctor errors can name the path the user has to edit
@@ -158,6 +161,21 @@ class Queue(Model):
         if len(parts) > 2 or not all(parts) or not all(IDENT_RE.match(p) for p in parts):
             raise ValueError(f"invalid table name {v!r}: use table or schema.table")
         return v if len(parts) == 2 else f"public.{v}"
+
+    @model_validator(mode="after")
+    def _exact_below_limit(self) -> Queue:
+        # QueueRetriesExhausted compares the count with this threshold: exact up to the
+        # limit, the comparison is exact; beyond it the count is an estimate of at least the
+        # limit, which is above the threshold either way
+        if self.thresholds.retries_exhausted_warning >= self.exact_count_limit:
+            raise FieldError(
+                ("exact_count_limit",),
+                f"exact_count_limit ({self.exact_count_limit}) must be above"
+                " thresholds.retries_exhausted_warning"
+                f" ({self.thresholds.retries_exhausted_warning}): the alert compares exact"
+                " counts",
+            )
+        return self
 
     @property
     def label(self) -> str:
@@ -573,6 +591,9 @@ class Target(Model):
     # what sits between the exporter and PostgreSQL (docs/postgres.md, "Poolers"): in
     # `transaction` mode the session is set up with no session state (exporter/db.py)
     pooler: Literal["none", "session", "transaction"] = "none"
+    # sessions the exporter may hold on the target at once (exporter/db.py): opened only when
+    # every open one is busy, so a slow statement of one collector never holds up another
+    max_sessions: int = Field(3, ge=1, le=20)
     collectors: Collectors = Field(default_factory=lambda: collectors_model()())
     queues: list[QueueItem] = []
     thresholds: PgThresholds = PgThresholds()

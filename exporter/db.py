@@ -1,10 +1,17 @@
-"""One PostgreSQL connection per target: reused; each run one read-only transaction bounded by
-timeouts.
+"""A small pool of PostgreSQL sessions per target: reused; each run one read-only transaction
+bounded by timeouts.
 
-Collectors of a target take turns on the connection (an asyncio lock). `up` is 1 while the
-exporter holds a working session and turns 0 on the first failure:
+A run takes an idle session of its target, or opens one more when every open session is busy
+and fewer than the target's `max_sessions` (default 3) are open, or waits for one to come back.
+A collector whose statement is slow (a queue table at 5M rows, a locked relation) therefore
+holds one session and the other collectors go on with theirs; on a quiet target the runs,
+staggered, mostly share a single session. The wait for a session is measured apart from the
+run's own work (`runbook_collector_wait_seconds`), and a run that finds no free session before
+its budget is spent fails saying so. `up` is 1 while the exporter holds a working session and
+turns 0 on the first failure of the server (a broken connection, no answer):
 
-- A broken connection is dropped and a background task reconnects with a short, jittered
+- A broken connection is dropped with the target's idle sessions (they share its fate: a
+  restarted server ended them all) and a background task reconnects with a short, jittered
   exponential backoff (0.5 s doubling to BACKOFF_MAX), independent of the collectors'
   intervals, so `up` is back within seconds of the server; collector runs meanwhile fail fast
   with the reason instead of each waiting on a connect.
@@ -13,6 +20,9 @@ exporter holds a working session and turns 0 on the first failure:
   would make psycopg send a cancel request to the unresponsive server and wait up to 10 s for
   it, with `up` still 1; the shutdown ends the run at once, `up` turns 0, and the server-side
   session ends by itself when the server resumes (it finds the socket closed).
+- Opening one more session can fail while the open ones work (the server is at
+  max_connections): the target stays up, the pool stops growing for GROW_BACKOFF seconds and
+  the run waits for a session of those open.
 
 Every run is one read-only transaction whose timeouts are its own (`run_transaction`:
 `set_config(..., true)`, i.e. SET LOCAL) and no statement is ever prepared, so the exporter
@@ -34,7 +44,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -51,6 +61,10 @@ APPLICATION_NAME = "runbook-exporter"
 # the exporters of a fleet do not all knock at once when a server comes back
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 2.0
+# a run waits at most this share of its timeout for a free session, then fails saying so
+MAX_WAIT_SHARE = 0.5
+# after a failed attempt to open one more session, the pool keeps the sessions it has this long
+GROW_BACKOFF = 30.0
 # the watchdog fires this much (at most 10 % of the budget) before the run's timeout, so the
 # run ends on its own terms before the scheduler cancels it
 WATCHDOG_MARGIN = 0.5
@@ -220,10 +234,15 @@ def shutdown_socket(conn: psycopg.AsyncConnection) -> None:
 
 
 class TargetDB:
+    """The sessions of one target: up to `target.max_sessions`, opened on demand."""
+
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.conn: psycopg.AsyncConnection | None = None
-        self.lock = asyncio.Lock()
+        self.max_sessions = max(1, target.max_sessions)
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._open = 0  # sessions idle, lent to a run, or being opened
+        self._changed = asyncio.Condition()  # a session came back or a slot was freed
+        self._grow_after = 0.0  # monotonic time before which the pool does not grow
         self.up = 0
         self.last_error: str | None = None
         self._backoff = BACKOFF_MIN
@@ -232,64 +251,155 @@ class TargetDB:
         self._closing = False
         self._connected = asyncio.Event()  # set and replaced on every new session
 
+    @property
+    def conn(self) -> psycopg.AsyncConnection | None:
+        """An idle session, None when none is open (for tests and the reload's checks)."""
+        return self._idle[-1] if self._idle else None
+
+    @property
+    def sessions(self) -> int:
+        """Sessions open now (idle, lent to a run, or being opened)."""
+        return self._open
+
     @asynccontextmanager
-    async def connection(self, budget: float) -> AsyncIterator[psycopg.AsyncConnection]:
-        """The target's session for one collector run. `budget` is the run's timeout as the
-        scheduler enforces it: a run still waiting on the server when it is nearly spent
-        loses its connection (see the module docstring) and fails with a TargetUnavailable
-        saying so."""
+    async def connection(
+        self, budget: float, on_wait: Callable[[float], None] | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A session of the target for one collector run, inside the run's transaction.
+        `budget` is the run's timeout as the scheduler enforces it: a run still waiting on the
+        server when it is nearly spent loses its session (see the module docstring) and fails
+        with a TargetUnavailable saying so. `on_wait` gets the seconds spent waiting for a
+        free session or opening one, before the run's own work starts."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget - min(WATCHDOG_MARGIN, budget * 0.1)
-        async with self.lock:
-            conn = await self._ensure()
-            expired = False
+        started = loop.time()
+        deadline = started + budget - min(WATCHDOG_MARGIN, budget * 0.1)
+        try:
+            # at most half the budget waiting, so a run that gets a session has time to run
+            conn = await self._acquire(started + budget * MAX_WAIT_SHARE, budget)
+        finally:
+            if on_wait is not None:
+                on_wait(loop.time() - started)
+        expired = dropped = False
 
-            def expire() -> None:
-                nonlocal expired
-                expired = True
-                self.up = 0
-                shutdown_socket(conn)
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self.up = 0
+            shutdown_socket(conn)
 
-            watchdog = loop.call_at(deadline, expire)
-            try:
-                async with run_transaction(conn, self.target):
-                    yield conn
-            except BaseException as e:
-                if expired:
-                    reason = f"no answer from the server within {budget:g}s; connection closed"
-                    await self._drop(reason)
-                    if isinstance(e, Exception):
-                        raise TargetUnavailable(reason) from None
-                    raise
-                if not isinstance(e, psycopg.OperationalError | asyncio.CancelledError):
-                    raise
-                # QueryCanceled (statement_timeout) and LockNotAvailable leave the
-                # connection usable; anything that broke it or cut a query short does not
-                if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
-                    raise
-                if isinstance(e, asyncio.CancelledError):  # timed out or stopping: not news
-                    await self._drop("run cancelled", quiet=True)
-                elif conn.broken or conn.closed:
-                    await self._drop(describe_error(e))
+        watchdog = loop.call_at(deadline, expire)
+        try:
+            async with run_transaction(conn, self.target):
+                yield conn
+        except BaseException as e:
+            if expired:
+                reason = f"no answer from the server within {budget:g}s; connection closed"
+                dropped = True
+                await self._drop(conn, reason)
+                if isinstance(e, Exception):
+                    raise TargetUnavailable(reason) from None
                 raise
-            finally:
-                watchdog.cancel()
-            if expired:  # the run finished without touching the dead socket again
-                await self._drop(f"no answer from the server within {budget:g}s")
+            if not isinstance(e, psycopg.OperationalError | asyncio.CancelledError):
+                raise
+            # QueryCanceled (statement_timeout) and LockNotAvailable leave the
+            # connection usable; anything that broke it or cut a query short does not
+            if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+                raise
+            if isinstance(e, asyncio.CancelledError):  # timed out or stopping: not news
+                dropped = True
+                await self._drop(conn, "run cancelled", quiet=True)
+            elif conn.broken or conn.closed:
+                dropped = True
+                await self._drop(conn, describe_error(e))
+            raise
+        finally:
+            watchdog.cancel()
+            if not dropped:
+                if expired:  # the run finished without touching the dead socket again
+                    dropped = True
+                    await self._drop(conn, f"no answer from the server within {budget:g}s")
+                else:
+                    await self._release(conn)
+
+    # --- taking and giving back sessions ---------------------------------------------
+
+    async def _acquire(self, deadline: float, budget: float) -> psycopg.AsyncConnection:
+        """An idle session, else a new one while fewer than max_sessions are open, else the
+        first one given back before `deadline`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self._changed:
+                while True:
+                    while self._idle:
+                        conn = self._idle.pop()
+                        if _usable(conn):
+                            return conn
+                        self._open -= 1
+                        await _close_quietly(conn)
+                    if self.up == 0 and self._reconnect is not None:
+                        wait = max(self._next_attempt - time.monotonic(), 0)
+                        raise TargetUnavailable(
+                            f"not connected ({self.last_error}); retrying in {wait:.1f}s"
+                        )
+                    if self._open == 0 or (
+                        self._open < self.max_sessions and time.monotonic() >= self._grow_after
+                    ):
+                        self._open += 1  # the slot is ours while we connect, outside the lock
+                        first = self.up == 0
+                        break
+                    try:
+                        async with asyncio.timeout(max(deadline - loop.time(), 0)):
+                            await self._changed.wait()
+                    except TimeoutError:
+                        raise TargetUnavailable(
+                            f"no free session within {budget * MAX_WAIT_SHARE:g}s: all"
+                            f" {self._open} sessions of the target (max_sessions) were busy"
+                        ) from None
+            conn = await self._open_session(first)
+            if conn is not None:
+                return conn
+            # one more session was refused: wait for one of the open ones instead
+
+    async def _open_session(self, first: bool) -> psycopg.AsyncConnection | None:
+        """Open the session whose slot the caller reserved. The first session (none worked
+        before) fails the way a lost target does: `up` 0 and the background reconnect; one
+        more beside working ones only makes the pool stop growing for a while (None)."""
+        try:
+            conn = await (self._attempt() if first else open_connection(self.target))
+        except BaseException as e:
+            async with self._changed:
+                self._open -= 1
+                self._changed.notify()
+            if first or not isinstance(e, Exception):
+                raise
+            self._grow_after = time.monotonic() + GROW_BACKOFF
+            log.warning(
+                "cannot open another session to the target; using the open ones",
+                extra={
+                    "target": self.target.name,
+                    "sessions": self._open,
+                    "error": describe_error(e),
+                },
+            )
+            return None
+        if first or self.up == 0:
+            self._connected_now()
+        return conn
+
+    async def _release(self, conn: psycopg.AsyncConnection) -> None:
+        """Give a session back after a run that left it usable."""
+        async with self._changed:
+            if self._closing or not _usable(conn):
+                self._open -= 1
+                await _close_quietly(conn)
+            else:
+                self._idle.append(conn)
+                if self.up == 0:  # its run just talked to the server: the target answers
+                    self._connected_now()
+            self._changed.notify()
 
     def _usable(self) -> bool:
-        return self.conn is not None and _usable(self.conn)
-
-    async def _ensure(self) -> psycopg.AsyncConnection:
-        if self._usable():
-            return self.conn  # type: ignore[return-value]
-        if self.conn is not None:
-            await self._drop("connection lost")
-        if self._reconnect is None:  # the first connection: made by the first run itself
-            self._install(await self._attempt())
-            return self.conn  # type: ignore[return-value]
-        wait = max(self._next_attempt - time.monotonic(), 0)
-        raise TargetUnavailable(f"not connected ({self.last_error}); retrying in {wait:.1f}s")
+        return any(_usable(c) for c in self._idle)
 
     async def _attempt(self) -> psycopg.AsyncConnection:
         """One connection attempt; on failure `up` is 0, the background reconnect is scheduled,
@@ -313,13 +423,13 @@ class TargetDB:
         """Completes when the next new session is installed (a job's wake, scheduler.Job)."""
         await self._connected.wait()
 
-    def _install(self, conn: psycopg.AsyncConnection) -> None:
-        """Make `conn` the target's session; called with the lock held."""
-        self.conn = conn
+    def _connected_now(self) -> None:
+        """The target answers again (or for the first time): `up` 1, wake the jobs."""
         self.up = 1
         woken, self._connected = self._connected, asyncio.Event()
         woken.set()
         self._backoff = BACKOFF_MIN
+        self._grow_after = 0.0
         self.last_error = None
         t = self.target
         log.info("connected to target", extra={"target": t.name, "dsn": t.safe_dsn()})
@@ -334,42 +444,57 @@ class TargetDB:
         """Reconnect in the background until it works, so `up` recovers within BACKOFF_MAX of
         the server whatever the collectors' intervals. The attempt runs outside the lock (runs
         meanwhile fail at once saying why, rather than queue behind a connect to a server that
-        does not answer); the new session is installed under it."""
+        does not answer); the new session joins the idle ones under it."""
         try:
             while not self._closing:
                 await asyncio.sleep(max(self._next_attempt - time.monotonic(), 0))
-                if self._usable():
+                if self.up and self._open:
                     return
                 try:
                     conn = await self._attempt()
                 except TargetUnavailable:
                     continue
-                async with self.lock:
-                    if self._closing or self._usable():
-                        await conn.close()
+                async with self._changed:
+                    if self._closing or self._open >= self.max_sessions:
+                        await _close_quietly(conn)
                         return
-                    self._install(conn)
+                    self._open += 1
+                    self._idle.append(conn)
+                    self._connected_now()
+                    self._changed.notify()
                     return
         finally:
             self._reconnect = None
 
-    async def _drop(self, reason: str, quiet: bool = False) -> None:
+    async def _drop(self, conn: psycopg.AsyncConnection, reason: str, quiet: bool = False) -> None:
+        """Close a session a run cannot give back. Unless `quiet` (a run cancelled by its
+        timeout or a stop: the session is only unusable, not the server), the server is in
+        doubt: the idle sessions go too, `up` turns 0 and the background reconnect starts."""
+        async with self._changed:
+            self._open -= 1
+            closing = [conn]
+            if not quiet:
+                closing += self._idle
+                self._open -= len(self._idle)
+                self._idle = []
+            self._changed.notify_all()
+        for c in closing:
+            # close() only sends Terminate and frees the socket: it does not wait on the server
+            await _close_quietly(c)
+        if quiet and self._open > 0:
+            return  # the target's other sessions still work
         self.up = 0
         self.last_error = reason
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            # close() only sends Terminate and frees the socket: it does not wait on the server
-            with suppress(Exception):  # closing a dead connection may fail; it is gone anyway
-                await conn.close()
-            if not self._closing and not quiet:
-                log.warning(
-                    "lost the connection to target",
-                    extra={"target": self.target.name, "error": reason},
-                )
-            if not self._closing:
-                self._backoff = BACKOFF_MIN
-                self._next_attempt = time.monotonic()  # first try at once, then back off
-                self._start_reconnect()
+        if self._closing:
+            return
+        if not quiet:
+            log.warning(
+                "lost the connection to target",
+                extra={"target": self.target.name, "error": reason},
+            )
+        self._backoff = BACKOFF_MIN
+        self._next_attempt = time.monotonic()  # first try at once, then back off
+        self._start_reconnect()
 
     async def close(self) -> None:
         self._closing = True
@@ -378,4 +503,15 @@ class TargetDB:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-        await self._drop("exporter stopping")
+        async with self._changed:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for c in idle:
+            await _close_quietly(c)
+        self.up = 0
+        self.last_error = "exporter stopping"
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+    with suppress(Exception):  # closing a dead connection may fail; it is gone anyway
+        await conn.close()

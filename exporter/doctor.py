@@ -199,6 +199,8 @@ async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report
         for query in qc.queries(q):
             if query.index_column is not None:
                 await check_index(conn, q, info.relkind, query, indexes, report)
+        shown = f"{await _quote(conn, q.schema_table[0])}.{await _quote(conn, q.schema_table[1])}"
+        await check_visibility(conn, regclass, shown, report)
     # the status column's statistics (only ANALYZE gathers them): None when it has none
     stats = await _one(conn, STATUS_STATS_SQL, (*q.schema_table, q.status_column))
     await check_terminal(conn, q, stats is not None, report)
@@ -208,6 +210,42 @@ async def check_queue(conn: psycopg.AsyncConnection, t: Target, q: Queue, report
         report.note(
             f"dead-letter table {q.dead_letter_table} holds {n} row(s); it is counted in full "
             "every run, so keep it cleared (runbook 003: daily)",
+            indent=2,
+        )
+
+
+VISIBILITY_SQL = """
+SELECT c.relpages, c.relallvisible,
+       coalesce('autovacuum_enabled=false' = ANY (c.reloptions), false)
+FROM pg_class c WHERE c.oid = %s::regclass
+"""
+# below this many pages the table costs nothing to read whatever the visibility map says
+VISIBILITY_MIN_PAGES = 1000
+VISIBILITY_MIN_SHARE = 0.5
+
+
+async def check_visibility(
+    conn: psycopg.AsyncConnection, regclass: str, shown: str, report: Report
+) -> None:
+    """Index-only scans skip the table only for pages the visibility map marks all-visible,
+    which VACUUM (autovacuum) sets: a table autovacuum never visits reads its failed jobs
+    from the table after all."""
+    row = await _one(conn, VISIBILITY_SQL, (regclass,))
+    if row is None:
+        return
+    pages, visible, autovacuum_off = row
+    if autovacuum_off:
+        report.finding(
+            f"autovacuum is disabled on {shown}: the visibility map goes stale and the"
+            " index-only scans of the queue queries read the table again",
+            indent=2,
+            fix=f"ALTER TABLE {shown} RESET (autovacuum_enabled);",
+        )
+    elif pages >= VISIBILITY_MIN_PAGES and visible < pages * VISIBILITY_MIN_SHARE:
+        report.note(
+            f"only {visible / pages:.0%} of the table's {pages} pages are all-visible: the"
+            " index-only scans read the rest from the table until autovacuum (or VACUUM) has"
+            " run on it",
             indent=2,
         )
 
@@ -230,12 +268,17 @@ def _plan_nodes(node: dict) -> list[dict]:
     return out
 
 
-async def explain(conn: psycopg.AsyncConnection, query: qc.Query) -> dict:
+async def explain(conn: psycopg.AsyncConnection, query: qc.Query, index_only: bool = False) -> dict:
     """The query's plan with sequential scans disabled: on a small table the planner would
-    rightly prefer a seq scan, and we want to know whether it *can* use an index."""
+    rightly prefer a seq scan, and we want to know whether it *can* use an index. With
+    `index_only`, bitmap scans are disabled too: a bitmap scan always reads the table, and
+    the question is whether an index-only scan is possible (whether the visibility map makes
+    it cheap is a matter of VACUUM, checked separately)."""
     plan = None
     async with conn.transaction() as tx:  # a savepoint inside the check's transaction
         await conn.execute("SET LOCAL enable_seqscan = off")
+        if index_only:
+            await conn.execute("SET LOCAL enable_bitmapscan = off")
         plan = await qc.explain_plan(conn, query)
         # rolled back rather than released: a released SET LOCAL would last for the rest of
         # the check's transaction
@@ -290,9 +333,14 @@ async def create_index_statement(
     values = ", ".join(sql.Literal(v).as_string(conn) for v in query.index_statuses)
     # CONCURRENTLY does not block writers, but PostgreSQL refuses it on a partitioned table
     how = "CREATE INDEX" if relkind == "p" else "CREATE INDEX CONCURRENTLY"
+    keys = ", ".join([await _quote(conn, c) for c in (column, *query.index_keys)])
+    include = ""
+    if query.index_include:  # covering: the scan answers from the index, reads no table rows
+        cols = ", ".join([await _quote(conn, c) for c in query.index_include])
+        include = f" INCLUDE ({cols})"
     return (
         f"{how} {await _quote(conn, name)} ON {await _quote(conn, schema)}."
-        f"{await _quote(conn, table)} ({await _quote(conn, column)})"
+        f"{await _quote(conn, table)} ({keys}){include}"
         f" WHERE {await _quote(conn, q.status_column)} IN ({values});"
     )
 
@@ -306,18 +354,33 @@ async def check_index(
     report: Report,
 ) -> None:
     what = {
-        "active": "counting pending/processing/failed jobs",
+        "active": "counting pending/processing jobs",
+        "failed": "counting failed/dead jobs",
         "recent": "counting recently finished jobs",
     }[query.name]
     column = query.index_column
     assert column is not None  # only queries an index can serve are checked
-    plan = await explain(conn, query)
+    plan = await explain(conn, query, index_only=query.index_only)
     partial = {name for name, (valid, is_partial, _) in indexes.items() if valid and is_partial}
     used = sorted({n["Index Name"] for n in _plan_nodes(plan) if "Index Name" in n})
-    if index_serves(plan, column, await _quote(conn, column), partial, q.status_column):
-        report.ok(f"{query.name} query ({what}) uses index {', '.join(used)}", indent=2)
+    served = index_serves(plan, column, await _quote(conn, column), partial, q.status_column)
+    only = all(n["Node Type"] == "Index Only Scan" for n in _plan_nodes(plan) if "Index Name" in n)
+    if served and (only or not query.index_only):
+        how = "an index-only scan of" if only else "index"
+        report.ok(f"{query.name} query ({what}) uses {how} {', '.join(used)}", indent=2)
         return
     stmt = await create_index_statement(conn, q, relkind, query, set(indexes))
+    if served:
+        # bounded by the index, but it fetches every failed and dead row from the table:
+        # O(failed + dead history), the rows nobody clears
+        report.finding(
+            f"{query.name} query ({what}) reads every such row from the table through index"
+            f" {', '.join(used)}: it gets slower as failed jobs accumulate; a covering index"
+            " answers it from the index alone; create",
+            indent=2,
+            fix=stmt,
+        )
+        return
     how = f"reads index {', '.join(used)} in full" if used else "scans the whole table"
     report.finding(
         f"{query.name} query ({what}) {how}: it gets slower as the table grows; create",

@@ -62,7 +62,16 @@ COLLECTOR_SUCCESS = spec(
 COLLECTOR_DURATION = spec(
     "runbook_collector_duration_seconds",
     "gauge",
-    "How long the collector's last run took.",
+    "How long the collector's last run took, its wait for a database session excluded.",
+    TC,
+    SRC,
+)
+COLLECTOR_WAIT = spec(
+    "runbook_collector_wait_seconds",
+    "gauge",
+    "How long the collector's last run waited for a session of its target (a free one of "
+    "max_sessions, or a new connection) before its own work; not part of "
+    "runbook_collector_duration_seconds.",
     TC,
     SRC,
 )
@@ -116,15 +125,29 @@ def _db_job(db: TargetDB, name: str, settings, delay: float) -> Job:
     # before the scheduler gives up (see db.TargetDB.connection)
     budget = sane_timing(interval, timeout)[1]
 
+    waited = [0.0]  # the last run's wait for a session (see scheduler.Job.waited)
+
+    def record(seconds: float) -> None:
+        waited[0] = seconds
+
     async def run() -> list[Metric]:
-        async with db.connection(budget) as conn:
+        waited[0] = 0.0
+        async with db.connection(budget, on_wait=record) as conn:
             return await collector.collect(conn)
 
-    return Job((t.name, name), interval, timeout, run, delay, wake=db.reconnected)
+    return Job(
+        (t.name, name),
+        interval,
+        timeout,
+        run,
+        delay,
+        wake=db.reconnected,
+        waited=lambda: waited[0],
+    )
 
 
 def _target_jobs(db: TargetDB) -> list[Job]:
-    # stagger a target's collectors a little so they do not queue on the connection
+    # stagger a target's collectors a little so they mostly share one session (db.TargetDB)
     return [
         _db_job(db, name, settings, delay=0.05 * i)
         for i, (name, settings) in enumerate(db.target.enabled_collectors())
@@ -358,6 +381,7 @@ class Exporter(Collector):
             for s in (
                 COLLECTOR_SUCCESS,
                 COLLECTOR_DURATION,
+                COLLECTOR_WAIT,
                 COLLECTOR_LAST_SUCCESS,
                 COLLECTOR_RUNS,
                 COLLECTOR_ERRORS,
@@ -374,6 +398,8 @@ class Exporter(Collector):
             if job.self_metrics:
                 own[COLLECTOR_SUCCESS].add_metric(labels, 1 if st.last.success else 0)
                 own[COLLECTOR_DURATION].add_metric(labels, st.last.duration)
+                if job.waited is not None:
+                    own[COLLECTOR_WAIT].add_metric(labels, st.last.wait)
                 if st.last_success_at is not None:
                     own[COLLECTOR_LAST_SUCCESS].add_metric(labels, st.last_success_at)
             # a failed run's old series are dropped, not served as if fresh (docs/metrics.md)

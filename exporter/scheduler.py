@@ -43,9 +43,10 @@ MAX_INTERVAL = 86400.0
 class JobResult:
     families: list[Metric]
     success: bool
-    duration: float  # seconds the run took
+    duration: float  # seconds the run took, its wait for a database session excluded
     finished_at: float  # unix time
     error: str | None = None
+    wait: float = 0.0  # seconds the run waited for a database session before its own work
 
 
 class PartialFailure(Exception):
@@ -72,6 +73,9 @@ class Job:
     # completes when the job should run before its next tick (its database is back), so fresh
     # data follows a reconnect within seconds instead of up to one interval later
     wake: Callable[[], Awaitable[None]] | None = None
+    # the seconds the last run waited for a resource it shares (a target's session) before
+    # its own work began: left out of the run's duration, reported apart
+    waited: Callable[[], float] | None = None
 
     @property
     def kind(self) -> str:
@@ -230,7 +234,9 @@ class Scheduler:
             error = redact(f"{type(e).__name__}: {e}".strip())
         if error is not None and not families:
             families = _error_families(job, error)
-        result = JobResult(families, error is None, time.monotonic() - started, time.time(), error)
+        took = time.monotonic() - started
+        wait = min(max(job.waited(), 0.0), took) if job.waited is not None else 0.0
+        result = JobResult(families, error is None, took - wait, time.time(), error, wait)
         self.store.put(job.key, result)
         return result
 

@@ -62,7 +62,8 @@ def test_session_settings_are_read_only_with_timeouts(fresh_db, run_exporter):
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runbook-exporter'"
             " AND datname = current_database()"
         ).fetchone()
-    assert rows[0] == 1  # one connection per target, shared by its collectors
+    # a few sessions per target at most (max_sessions, default 3), opened only when busy
+    assert 1 <= rows[0] <= 3
     db = ex.exporter.dbs["app"]
 
     async def settings():

@@ -262,8 +262,8 @@ def test_jobs_tables_become_table_queues_with_their_dead_status(jobs_db, tmp_pat
     assert "dead_letter_table: public.processing_jobs_dlq  # inferred from its name" in text
     # the doctor's index advice, as comments and on stderr
     fix = (
-        "CREATE INDEX CONCURRENTLY processing_jobs_active_idx ON public.processing_jobs (status)"
-        " WHERE status IN ('pending', 'processing', 'failed', 'dead');"
+        "CREATE INDEX CONCURRENTLY processing_jobs_failed_idx ON public.processing_jobs"
+        " (status, retry_count) WHERE status IN ('failed', 'dead');"
     )
     assert any(line.startswith("#") and line.endswith(fix) for line in text.splitlines()), text
     assert fix in err

@@ -34,7 +34,9 @@ def fixes(out: str) -> list[str]:
     return [
         line.strip()
         for line in out.splitlines()
-        if line.strip().startswith(("CREATE INDEX", "ANALYZE ", "GRANT ", "CREATE EXTENSION"))
+        if line.strip().startswith(
+            ("CREATE INDEX", "ANALYZE ", "GRANT ", "CREATE EXTENSION", "ALTER TABLE")
+        )
     ]
 
 
@@ -57,13 +59,16 @@ def test_prints_the_missing_indexes_and_reports_none_once_created(fresh_db, caps
         )
     rc, out = doctor(config(fresh_db), capsys)
     assert rc == 1, out
+    # runbook 000's index serves the pending/processing query; the failed jobs, which pile up,
+    # get a deduplicated index the counts read alone
     assert fixes(out) == [
-        "CREATE INDEX CONCURRENTLY processing_jobs_active_idx ON public.processing_jobs"
-        " (status) WHERE status IN ('pending', 'processing', 'failed');",
+        "CREATE INDEX CONCURRENTLY processing_jobs_failed_idx ON public.processing_jobs"
+        " (status, retry_count) WHERE status IN ('failed');",
         "CREATE INDEX CONCURRENTLY processing_jobs_recent_idx ON public.processing_jobs"
         " (updated_at) WHERE status IN ('completed', 'failed');",
         "ANALYZE public.processing_jobs;",
     ], out
+    assert "active query (counting pending/processing jobs) uses index idx_processing" in out
     assert "targets[0].queues[0]" in out
 
     with psycopg.connect(fresh_db, autocommit=True) as c:
@@ -72,8 +77,11 @@ def test_prints_the_missing_indexes_and_reports_none_once_created(fresh_db, caps
     rc, out = doctor(config(fresh_db), capsys)
     assert rc == 0, out
     assert "FINDING" not in out and fixes(out) == []
-    assert "active query (counting pending/processing/failed jobs) uses index" in out
-    assert "processing_jobs_active_idx" in out and "processing_jobs_recent_idx" in out
+    assert (
+        "failed query (counting failed/dead jobs) uses an index-only scan of"
+        " processing_jobs_failed_idx" in out
+    ), out
+    assert "recent query (counting recently finished jobs) uses index" in out
     assert "completed jobs estimated at 200" in out
     # a status value no role maps, seen in the statistics ANALYZE gathered: a note only
     assert "status values no role maps" in out and "'cancelled' (~0.9%)" in out
@@ -96,11 +104,53 @@ def test_custom_statuses_get_their_own_index_predicate(fresh_db, capsys):
     assert rc == 1, out
     assert fixes(out) == [
         "CREATE INDEX CONCURRENTLY processing_jobs_active_idx ON public.processing_jobs"
-        " (status) WHERE status IN ('queued', 'pending', 'running', 'error', 'dead');",
+        " (status) INCLUDE (created_at, updated_at) WHERE status IN ('queued', 'pending',"
+        " 'running');",
+        "CREATE INDEX CONCURRENTLY processing_jobs_failed_idx ON public.processing_jobs"
+        " (status, retry_count) WHERE status IN ('error', 'dead');",
         "CREATE INDEX CONCURRENTLY processing_jobs_recent_idx ON public.processing_jobs"
         " (updated_at) WHERE status IN ('done', 'error');",
     ], out
     assert "count_terminal: exact counts every completed row" in out
+
+
+def test_an_index_that_reads_failed_jobs_from_the_table_gets_a_covering_one(fresh_db, capsys):
+    """The index earlier versions recommended, (status) over every active status, bounds the
+    failed count but fetches each failed job from the table: O(failed history). The doctor
+    says so and prints the index the count can read alone; the table's visibility map is
+    what makes that scan skip the table, so a table autovacuum never visits is a finding."""
+    seeded(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute("SET synchronous_commit = on")  # see test_queues: VACUUM then marks pages
+        add_jobs(c, 40, "failed", retry_count=3)
+        c.execute(
+            "CREATE INDEX processing_jobs_old_idx ON processing_jobs (status)"
+            " WHERE status IN ('pending', 'processing', 'failed')"
+        )
+        c.execute(
+            "CREATE INDEX processing_jobs_recent_idx ON processing_jobs (updated_at)"
+            " WHERE status IN ('completed', 'failed')"
+        )
+        c.execute("ALTER TABLE processing_jobs SET (autovacuum_enabled = false)")
+        c.execute("VACUUM ANALYZE processing_jobs")
+    rc, out = doctor(config(fresh_db), capsys)
+    assert rc == 1, out
+    assert (
+        "failed query (counting failed/dead jobs) reads every such row from the table through"
+        " index processing_jobs_old_idx" in out
+    ), out
+    assert fixes(out) == [
+        "CREATE INDEX CONCURRENTLY processing_jobs_failed_idx ON public.processing_jobs"
+        " (status, retry_count) WHERE status IN ('failed');",
+        "ALTER TABLE public.processing_jobs RESET (autovacuum_enabled);",
+    ], out
+    assert "autovacuum is disabled on public.processing_jobs" in out
+    with psycopg.connect(fresh_db, autocommit=True) as c:
+        c.execute(fixes(out)[0])
+        c.execute("ALTER TABLE public.processing_jobs RESET (autovacuum_enabled)")
+    rc, out = doctor(config(fresh_db), capsys)
+    assert rc == 0, out
+    assert "uses an index-only scan of processing_jobs_failed_idx" in out
 
 
 def test_missing_table_and_column_name_the_config_path(fresh_db, capsys):

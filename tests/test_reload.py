@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
@@ -48,13 +49,25 @@ class Running:
     def on_loop(self, coro) -> object:
         return asyncio.run_coroutine_threadsafe(coro, self.exporter._loop).result(10)
 
-    def backend_pid(self, db: TargetDB) -> int:
-        async def pid() -> int:
+    def backend_pids(self, db: TargetDB) -> set[int]:
+        """The server processes of the target's sessions: one taken for a run (opened if
+        none is), and the idle ones (db.TargetDB keeps a small pool)."""
+
+        async def pids() -> set[int]:
             async with db.connection(10) as conn:
                 cur = await conn.execute("SELECT pg_backend_pid()")
-                return (await cur.fetchone())[0]
+                taken = (await cur.fetchone())[0]
+            return {taken} | {c.info.backend_pid for c in db._idle}
 
-        return self.on_loop(pid())
+        return self.on_loop(pids())
+
+
+def server_pids(dsn: str) -> set[int]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'runbook-exporter'"
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 @pytest.fixture
@@ -104,7 +117,7 @@ def test_reload_keeps_unchanged_rebuilds_changed_drops_removed_adds_new(fresh_db
     )
     exp = ex.exporter
     same_db, changed_db, gone_db = exp.dbs["same"], exp.dbs["changed"], exp.dbs["gone"]
-    same_pid, changed_pid = ex.backend_pid(same_db), ex.backend_pid(changed_db)
+    same_pids, changed_pids = ex.backend_pids(same_db), ex.backend_pids(changed_db)
     same_job = exp._probes[("web", "same")][1]
     same_requests = requests(s, "same")
     runs_before = s.value("runbook_collector_runs_total", target="same", collector="database")
@@ -138,12 +151,18 @@ def test_reload_keeps_unchanged_rebuilds_changed_drops_removed_adds_new(fresh_db
         runs_before
     )
 
-    # unchanged: the same connection (backend pid) and the same prober, history running on
-    assert exp.dbs["same"] is same_db and ex.backend_pid(same_db) == same_pid
+    # unchanged: the same sessions (backend pids, still open) and the same prober, history
+    # running on
+    open_now = server_pids(fresh_db)
+    assert exp.dbs["same"] is same_db and same_pids <= open_now
     assert exp._probes[("web", "same")][1] is same_job
-    # changed: a new connection with the new settings; the old one closed
+    # changed: new sessions with the new settings; the old ones closed
     assert exp.dbs["changed"] is not changed_db and changed_db.conn is None
-    assert ex.backend_pid(exp.dbs["changed"]) != changed_pid
+    assert not ex.backend_pids(exp.dbs["changed"]) & changed_pids
+    deadline = time.monotonic() + 5  # a closed session's backend exits a moment later
+    while changed_pids & server_pids(fresh_db):
+        assert time.monotonic() < deadline, "the changed target's old sessions still open"
+        time.sleep(0.1)
     assert exp._probes[("web", "changed")][1] is not None
     # removed: stopped and closed
     assert "gone" not in exp.dbs and gone_db.conn is None

@@ -1,7 +1,8 @@
 -- runbook-exporter: a least-privilege database role for the exporter.
 --
 -- What the role gets, and why:
---   LOGIN, CONNECTION LIMIT 5   the exporter holds one connection per target
+--   LOGIN, CONNECTION LIMIT 5   the exporter holds up to max_sessions (default 3) per target,
+--                               plus one for doctor or discover (docs/deployment.md)
 --   pg_monitor                  pg_stat_activity with every session's query and state,
 --                               pg_stat_database, pg_database_size, pg_stat_statements,
 --                               lock information (connections, database, tables, statements)

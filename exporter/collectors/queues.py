@@ -55,10 +55,13 @@ from exporter.queuekinds.base import (  # noqa: F401  (re-exported: the doctor, 
 )
 from exporter.queuekinds.table import (  # noqa: F401  (re-exported, as above)
     TIMESTAMP_TYPES,
+    Estimates,
     active_query,
     check_queue,
     completed_query,
     dead_letter_query,
+    failed_parts,
+    failed_query,
     queries,
     queue_problems,
     recent_query,
@@ -128,6 +131,16 @@ RECENT = spec(
     SRC,
 )
 
+FAILED_ESTIMATED = spec(
+    "runbook_queue_failed_jobs_estimated",
+    "gauge",
+    "1 when a failed count of the queue reached its exact_count_limit, so "
+    'runbook_queue_jobs{status="failed"} and runbook_queue_retries_exhausted_jobs are planner '
+    "estimates (never below the limit); 0 when they are exact. Table queues only.",
+    TQ,
+    SRC,
+)
+
 QUEUE_UP = spec(
     "runbook_queue_up",
     "gauge",
@@ -161,12 +174,16 @@ def families(target: str, label: str, r: Reading) -> list[Metric]:
     out.append(jobs)
     if r.dead_letter is not None:
         out.append(DEAD_LETTER.one(r.dead_letter, target, label))
+    if r.failed_estimated is not None:
+        out.append(FAILED_ESTIMATED.one(1 if r.failed_estimated else 0, target, label))
     return out
 
 
-async def collect_queue(conn: psycopg.AsyncConnection, target: Target, q: Queue) -> list[Metric]:
-    """One table queue's families (the bench times this)."""
-    return families(target.name, q.label, await measure_table(conn, q))
+async def collect_queue(
+    conn: psycopg.AsyncConnection, target: Target, q: Queue, estimates: Estimates | None = None
+) -> list[Metric]:
+    """One table queue's families (the bench times this; `estimates` as TableKind keeps them)."""
+    return families(target.name, q.label, await measure_table(conn, q, estimates))
 
 
 # --- the collector ----------------------------------------------------------------------

@@ -35,9 +35,11 @@ CREATE TABLE processing_jobs (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
--- the index runbook 000 recommends; `runbook-exporter doctor` prints the ones a queue needs
+-- the indexes `runbook-exporter doctor` recommends (docs/queues.md)
 CREATE INDEX processing_jobs_active_idx ON processing_jobs (status)
-    WHERE status IN ('pending', 'processing', 'failed');
+    INCLUDE (created_at, updated_at) WHERE status IN ('pending', 'processing');
+CREATE INDEX processing_jobs_failed_idx ON processing_jobs (status, retry_count)
+    WHERE status IN ('failed');
 CREATE INDEX processing_jobs_finished_idx ON processing_jobs (updated_at)
     WHERE status IN ('completed', 'failed');
 CREATE TABLE processing_jobs_dlq (

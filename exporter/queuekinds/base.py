@@ -107,6 +107,13 @@ class Query:
     index_column: str | None  # the column an index must bound for the query to be O(active)
     # the status values of that index's predicate (WHERE status IN (...)); [] when no index
     index_statuses: list[str] = field(default_factory=list)
+    # the recommended index: key columns after index_column, and INCLUDE columns, chosen so
+    # that the index alone answers the query (an index-only scan reads no table rows)
+    index_keys: tuple[str, ...] = ()
+    index_include: tuple[str, ...] = ()
+    # the doctor requires an index-only scan: the rows it reads accumulate (failed and dead
+    # jobs), so reading each from the table would make the query O(history)
+    index_only: bool = False
 
 
 async def run(conn: psycopg.AsyncConnection, query: Query) -> list[tuple]:
@@ -154,6 +161,9 @@ class Reading:
     recent: dict[str, float] | None
     completed_estimate: float | None = None  # from planner statistics; None: not served
     dead_letter: float | None = None  # None: the queue has no dead letters configured
+    # the failed counts are planner estimates past exact_count_limit; None: the kind counts
+    # failed jobs exactly, always
+    failed_estimated: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def test_a_missing_and_a_duplicated_shard_fire_in_a_real_prometheus(server: Loca
     running = []
     try:
         for shard in (Shard(0, 3), Shard(1, 3), Shard(1, 3)):
-            exp = Exporter(cfg, shard=shard)
+            exp = Exporter(shard.select(cfg), shard=shard)  # as the CLI starts it
             srv = HTTPServer(exp, "127.0.0.1:0")
             exp.start()
             srv.start()

@@ -34,6 +34,8 @@ ALERTS_DOC = ROOT / "docs" / "alerts.md"
 BASE_URL = RUNBOOK_URL_BASE
 SEVERITIES = {"critical", "warning", "info"}
 RULE_LABELS = {"severity", "long_window"}  # labels a rule may add; the rest come from series
+# labels Prometheus gives every scraped series: the exporter's own alerts select its job by them
+TARGET_LABELS = {"job", "instance"}
 CAMEL = re.compile(r"^(?:[A-Z][a-z0-9]+)+$")
 DOC_SECTIONS = (
     "## What it means",
@@ -280,7 +282,7 @@ def test_expressions_parse_and_use_only_declared_metrics_and_labels() -> None:
                 problems.append(f"{s.where}: {s.name} is not declared by the exporter")
                 continue
             for label, _, _ in s.matchers:
-                if label != "__name__" and label not in decl[s.name]:
+                if label not in {"__name__", *TARGET_LABELS, *decl[s.name]}:
                     problems.append(f"{s.where}: {s.name} has no label {label}")
         elif ":" in s.name:
             if s.name not in recorded:

@@ -10,6 +10,7 @@ from exporter.dashboards.panels import (
     FAILED_OK,
     UP_DOWN,
     colored,
+    graph,
     grid,
     organize,
     query,
@@ -97,13 +98,31 @@ def board(o: Options) -> Board:
                         f"runbook_collector_success{{{T}}}",
                         "{{target}} {{collector}}",
                         FAILED_OK,
-                    ).span(16),
+                    ).span(24),
                     ts(
                         "Collector duration",
                         f"runbook_collector_duration_seconds{{{T}}}",
                         "{{target}} {{collector}}",
                         "s",
-                    ).span(8),
+                    )
+                    .description(
+                        "The last run's own work, without its wait for a session (next panel)."
+                    )
+                    .span(12),
+                    ts(
+                        "Collector wait for a session",
+                        f"runbook_collector_wait_seconds{{{T}}}",
+                        "{{target}} {{collector}}",
+                        "s",
+                    )
+                    .description(
+                        "How long the last run waited for a session of its target (one of "
+                        "max_sessions free, or a new connection) before it started. A wait "
+                        "that keeps growing: the target's collectors need more sessions than "
+                        "max_sessions, or one collector holds a session too long "
+                        "(docs/postgres.md, Sessions per target)."
+                    )
+                    .span(12),
                     timeline("Exporter scrapes", f"up{{{job}}}", "{{job}} {{instance}}", UP_DOWN)
                     .description(
                         "Prometheus' own up series for the exporter's scrape job (the job the "
@@ -126,6 +145,31 @@ def board(o: Options) -> Board:
                     )
                     .span(24)
                     .height(4),
+                    graph(
+                        "Shards",
+                        query(
+                            'count by (job) (count_values by (job) ("shard", '
+                            f"runbook_exporter_shard{{{job}}}))",
+                            "{{job}} shards scraped",
+                        ),
+                        query(
+                            f"max by (job) (runbook_exporter_shards{{{job}}})",
+                            "{{job}} shards configured (N)",
+                        ),
+                        query(
+                            f"count by (job) (runbook_exporter_shard{{{job}}})",
+                            "{{job}} replicas scraped",
+                        ),
+                    )
+                    .description(
+                        "With --shard=i/N: the distinct shard indexes the scraped replicas serve "
+                        "should equal N, and the replicas number N too. Fewer indexes: a slice is "
+                        "not collected (RunbookExporterShardMissing); more replicas than indexes "
+                        "or differing N: items collected twice (RunbookExporterShardDuplicated). "
+                        "An unsharded exporter is 1 of 1."
+                    )
+                    .span(24)
+                    .height(6),
                 ],
             ),
         ],

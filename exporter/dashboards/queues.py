@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from exporter.dashboards.board import Board, Row
 from exporter.dashboards.options import Options
-from exporter.dashboards.panels import graph, query, single, stat_levels, ts
+from exporter.dashboards.panels import (
+    graph,
+    query,
+    single,
+    stat_levels,
+    timeline,
+    ts,
+    value_mapping,
+)
 from exporter.dashboards.promql import FAILURE_RATIO, PENDING, QUEUE_STATUS, RECENT, TQ, T
 
 Q = "{{target}} / {{queue}}"
 LINE = f"{Q} {{{{severity}}}} threshold"  # the legend of a threshold series' lines
+EXACT_ESTIMATED = value_mapping(("exact", "green"), ("estimated", "orange"))
 
 
 def board(o: Options) -> Board:
@@ -124,6 +133,19 @@ def board(o: Options) -> Board:
                     )
                     .height(5)
                     .max(1),
+                    timeline(
+                        "Failed counts estimated",
+                        f"runbook_queue_failed_jobs_estimated{{{TQ}}}",
+                        Q,
+                        EXACT_ESTIMATED,
+                    )
+                    .description(
+                        "estimated: a failed count of the queue reached its exact_count_limit, so "
+                        "the failed and retries-exhausted figures above are planner estimates "
+                        "(never below the limit); exact otherwise (docs/queues.md)."
+                    )
+                    .span(24)
+                    .height(5),
                 ],
             ),
         ],

@@ -124,5 +124,65 @@ GROUP = Group(
             """,
             variants=(warning("10m"),),
         ),
+        Alert(
+            "RunbookExporterShardMissing",
+            why="""
+                the replicas scraped serve fewer distinct --shard indexes than the N they were
+                given: a replica never scraped (StatefulSet below N, pod Pending) has no up series
+                for RunbookExporterDown. An unsharded process serves index 0 of 1, so it never
+                fires; with no replica at all there is no series and RunbookExporterDown fires
+            """,
+            expr="""
+                count by (job) (
+                  count_values by (job) ("shard", runbook_exporter_shard{${job}})
+                )
+                  < max by (job) (runbook_exporter_shards{${job}})
+            """,
+            summary='runbook-exporter job {{ $labels.job }} serves {{ $value | printf "%.0f" }} of its {{ with printf `max(runbook_exporter_shards{job=%q})` $labels.job | query }}{{ . | first | value | printf "%.0f" }}{{ end }} shards',
+            description="""
+                The replicas of job {{ $labels.job }} scraped for ${for} serve only
+                {{ $value | printf "%.0f" }} distinct shard indexes
+                ({{ range $i, $s := printf `sort(runbook_exporter_shard{job=%q})` $labels.job | query }}{{ if $i }}, {{ end }}{{ $s.Value | printf "%.0f" }}{{ end }})
+                of the
+                {{ with printf `max(runbook_exporter_shards{job=%q})` $labels.job | query }}{{ . | first | value | printf "%.0f" }}{{ end }}
+                their configuration is split into: the targets, endpoints, backups and poolers
+                of the missing shards are not collected, and no alert on them can fire.
+            """,
+            variants=(warning("10m"),),
+        ),
+        Alert(
+            "RunbookExporterShardDuplicated",
+            why="""
+                two sharded replicas (N > 1) claim the same index, or the replicas of a job
+                disagree on N (a replica left without --shard serves 0 of 1 and collects
+                everything): items are collected twice, and with different N some by no one.
+                Unsharded processes sharing a job (0 of 1 each) never fire it
+            """,
+            expr="""
+                count_values by (job) ("shard",
+                  runbook_exporter_shard{${job}}
+                  and on(job, instance)
+                  (runbook_exporter_shards{${job}} > 1)
+                ) > 1
+                or
+                count by (job) (
+                  count_values by (job) ("shards", runbook_exporter_shards{${job}})
+                ) > 1
+            """,
+            summary='{{ if $labels.shard }}{{ $value | printf "%.0f" }} runbook-exporter replicas of job {{ $labels.job }} claim shard {{ $labels.shard }}{{ else }}The runbook-exporter replicas of job {{ $labels.job }} disagree on the number of shards{{ end }}',
+            description="""
+                {{ if $labels.shard }}{{ $value | printf "%.0f" }} replicas of job {{ $labels.job }} have served
+                shard index {{ $labels.shard }} for ${for}: each collects the same targets,
+                endpoints, backups and poolers, so their series come twice (differing by
+                instance) and the rules' threshold joins fail on them.{{ else }}The replicas of
+                job {{ $labels.job }} have been split into different numbers of shards for
+                ${for} (the N of each replica:
+                {{ range $i, $s := printf `sort(runbook_exporter_shards{job=%q})` $labels.job | query }}{{ if $i }}, {{ end }}{{ $s.Value | printf "%.0f" }}{{ end }}):
+                they slice the configuration differently, so some items are collected twice and
+                others by no replica.{{ end }} Give every replica of the job the same N and its
+                own index.
+            """,
+            variants=(warning("10m"),),
+        ),
     ),
 )

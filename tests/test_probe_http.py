@@ -114,11 +114,12 @@ def test_slow_endpoint_latency_is_the_servers_delay(server, run_exporter):
         p: s.value("runbook_probe_phase_duration_seconds", endpoint="slow", phase=p)
         for p in ("connect", "first_byte", "body", "tls")
     }
-    assert phase["connect"] is not None and phase["connect"] < 0.05
+    # the server's delay is not in connect (bounded loosely: a loaded machine adds tens of ms)
+    assert phase["connect"] is not None and phase["connect"] < delay / 2
     assert all(delay <= fb < 0.48 for fb in first_bytes), first_bytes
     assert phase["body"] is not None and phase["tls"] is None  # plain HTTP: no TLS phase
     fast = s.value("runbook_probe_duration_seconds", app="web", endpoint="fast")
-    assert fast < 0.05
+    assert fast < delay / 2
 
 
 @pytest.mark.parametrize("code", [500, 503])

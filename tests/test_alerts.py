@@ -388,7 +388,7 @@ def test_every_series_a_rule_uses_is_served_during_incidents(
 def test_amtool_check_config_passes() -> None:
     r = run([tool("amtool"), "check-config", str(AM_CONFIG)])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS" in r.stdout and "3 inhibit rules" in r.stdout, r.stdout
+    assert "SUCCESS" in r.stdout and "4 inhibit rules" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize(
@@ -467,6 +467,17 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
                     "critical",
                     {"app": "shop", "endpoint": "health"},
                 ),
+                # a sharded replica that is down: its job's missing shard is the same problem
+                "shard1-down": (
+                    "RunbookExporterDown",
+                    "critical",
+                    {"job": "runbook-exporter", "instance": "runbook-exporter-1:9883"},
+                ),
+                "shard-missing": (
+                    "RunbookExporterShardMissing",
+                    "warning",
+                    {"job": "runbook-exporter"},
+                ),
                 # info goes nowhere
                 "unused": ("PostgresUnusedIndexes", "info", {"target": "app"}),
             }
@@ -487,6 +498,7 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
                 "db2-down": "pager",
                 "shop-down": "chat",
                 "shop-slow-crit": "pager",
+                "shard1-down": "pager",
             }
             start = time.monotonic()
             for case, receiver in delivered.items():
@@ -500,7 +512,13 @@ def test_alertmanager_delivers_by_severity_and_inhibits(tmp_path: Path) -> None:
             assert got == set(delivered.items()), got
             status = {a["labels"]["case"]: a["status"] for a in am.alerts()}
             inhibited = {c for c, st in status.items() if st["inhibitedBy"]}
-            assert inhibited == {"backlog-pdf-warn", "db2-conns", "db2-stuck", "shop-slow-warn"}
+            assert inhibited == {
+                "backlog-pdf-warn",
+                "db2-conns",
+                "db2-stuck",
+                "shop-slow-warn",
+                "shard-missing",
+            }
             assert all(status[c]["state"] == "suppressed" for c in inhibited)
             assert status["unused"]["state"] == "active"  # routed to "null", not suppressed
         finally:

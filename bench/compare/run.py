@@ -48,7 +48,7 @@ FAILING = re.compile(r'^runbook_collector_success\{[^}]*collector="(\w+)"[^}]*\}
 PROBED = re.compile(r'^runbook_probe_requests_total\{[^}]*endpoint="([^"]+)"[^}]*\} ', re.M)
 MODES = {
     # sizes, collector runs, wrk seconds, scrape interval, load window, probe interval/window
-    "full": dict(sizes="100000,5000000", runs=7, wrk_seconds=10, scrape_interval=15.0,
+    "full": dict(sizes="100000,5000000", runs=15, wrk_seconds=10, scrape_interval=15.0,
                  window=60.0, probe_every=5.0, probe_window=60.0),
     "smoke": dict(sizes="2000,20000", runs=3, wrk_seconds=2, scrape_interval=1.0,
                   window=4.0, probe_every=1.0, probe_window=4.0),
@@ -145,8 +145,9 @@ def measure_exporters(server, main_cfg, target, queries, workdir, opts) -> dict:
         lambda body: "\njobs_count{" in body and "\njobs_oldest_pending_age_seconds" in body,
     ]
     try:
-        for p, check in zip(ps, complete, strict=True):
-            p.wait_complete(check)
+        # polled side by side: each one's time runs from its own spawn
+        with ThreadPoolExecutor(len(ps)) as pool:
+            list(pool.map(lambda pc: pc[0].wait_complete(pc[1]), zip(ps, complete, strict=True)))
         body = httpx.get(ps[0].metrics_url).text
         failing = sorted(set(FAILING.findall(body)))
         load, elapsed = load_window(server, ps, opts.scrape_interval, opts.window)
@@ -188,8 +189,14 @@ def measure_probes(server, workdir, opts) -> dict:
     bb = procs.blackbox_exporter(bb_cfg, workdir)
     out: dict = {}
     try:
-        ours.wait_complete(complete_runbook(expected, {name for name, _ in endpoints}))
-        bb.wait_complete(lambda body: "blackbox_exporter_build_info" in body)
+        ours_complete = complete_runbook(expected, {name for name, _ in endpoints})
+        with ThreadPoolExecutor(2) as pool:
+            waits = [
+                pool.submit(ours.wait_complete, ours_complete),
+                pool.submit(bb.wait_complete, lambda body: "blackbox_exporter_build_info" in body),
+            ]
+            for w in waits:
+                w.result()
         out = probes.measure(ours, bb, delayed, refused, DELAY, opts.probe_every, opts.probe_window)
         for p, key in ((ours, "runbook-exporter"), (bb, "blackbox_exporter")):
             out[key]["start_to_complete_s"] = round(p.first_complete or float("nan"), 2)

@@ -184,8 +184,8 @@ def collectors_table(r: dict) -> str:
 
 def explain_table(r: dict) -> str:
     lines = [
-        "| rows | indexes | statement | plan | buffers | rows removed by filter | ms |",
-        "|---:|---|---|---|---:|---:|---:|",
+        "| rows | indexes | statement | plan | buffers | ms |",
+        "|---:|---|---|---|---:|---:|",
     ]
     for n, size in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
         for setup, cs in size["collectors"].items():
@@ -193,7 +193,7 @@ def explain_table(r: dict) -> str:
                 sql = e["sql"].replace("|", "\\|")[:90]
                 lines.append(
                     f"| {int(n):,} | {setup} | `{sql}…` | {e['plan']} | {e['buffers']:,} |"
-                    f" {e.get('rows_removed', 0):,} | {_num(e.get('ms'))} |"
+                    f" {_num(e.get('ms'))} |"
                 )
     return "\n".join(lines)
 
@@ -220,7 +220,7 @@ def render(r: dict) -> str:
             f" and {la1} at the end (other work shared the machine: single figures move"
             " between runs, ratios less). Versions: runbook-exporter"
             f" {v['runbook-exporter']} (Python {v['python']}, psycopg {v['psycopg']}),"
-            f" PostgreSQL {v['postgresql']} (Debian), postgres_exporter"
+            f" PostgreSQL {v['postgresql']}, postgres_exporter"
             f" {v['prometheus-postgres-exporter']} and blackbox_exporter"
             f" {v['prometheus-blackbox-exporter']} (Debian packages), wrk {v['wrk']}.",
             "",

@@ -61,7 +61,10 @@ def check_size(n: str, size: dict) -> None:
         assert e["cpu_s_per_min"] >= 0 and 1 < e["rss_mib"] < 1024, (name, e)
         check_wrk(name, e["wrk_c1"])
         check_wrk(name, e["wrk_c200"])
-    assert by["runbook-exporter"]["failing_collectors"] == []
+    ours = by["runbook-exporter"]
+    assert ours["failing_collectors"] == []
+    check_wrk("runbook-exporter, new connections", ours["wrk_c1_new_connections"])
+    assert set(COLLECTORS) <= set(ours["self_reported_ms"]), ours["self_reported_ms"]
 
 
 def check_probes(p: dict) -> None:
@@ -75,7 +78,8 @@ def check_probes(p: dict) -> None:
             -1 < e["error"]["median_ms"] < 200 and e["error"]["p99_ms"] >= e["error"]["median_ms"]
         )
         assert e["refused"]["n"] >= 1 and 0 <= e["refused"]["median_ms"] < 1000, (name, e)
-        assert positive(e["cpu_ms_per_probe"]) and 1 < e["rss_mib"] < 1024, (name, e)
+        assert positive(e["cpu_ms_per_probe"]) and positive(e["cpu_s_per_min"]), (name, e)
+        assert 1 < e["rss_mib"] < 1024, (name, e)
         assert positive(e["start_to_complete_s"]) and e["series"] > 0
         check_wrk(name, e["wrk_c1"])
         check_wrk(name, e["wrk_c200"])

@@ -151,6 +151,7 @@ def measure(
                 (cpu["ours"] - sampler.scrape_cpu) * 1000 / max(ours_probes, 1), 3
             ),
             "cpu_ms_per_probe_with_scrapes": round(cpu["ours"] * 1000 / max(ours_probes, 1), 3),
+            "cpu_s_per_min": round(cpu["ours"] * 60 / elapsed, 3),
             "rss_mib": round(ours.rss(), 1),
         },
         "blackbox_exporter": {
@@ -162,6 +163,7 @@ def measure(
             },
             "probes": bb_probes,
             "cpu_ms_per_probe": round(cpu["blackbox"] * 1000 / max(bb_probes, 1), 3),
+            "cpu_s_per_min": round(cpu["blackbox"] * 60 / elapsed, 3),
             "rss_mib": round(blackbox.rss(), 1),
         },
     }

@@ -157,12 +157,14 @@ def samples(body: str) -> int:
     return sum(1 for line in body.splitlines() if line and not line.startswith("#"))
 
 
-def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
+def wrk(url: str, connections: int, seconds: float, keep_alive: bool = True) -> dict[str, float]:
     """wrk with `connections` keep-alive clients for `seconds` (gzip accepted, as Prometheus
-    does): requests/s, median and p99 latency in ms, errors."""
+    does), or a new connection per request: requests/s, median and p99 latency in ms,
+    errors."""
+    close = [] if keep_alive else ["-H", "Connection: close"]
     out = subprocess.run(
         [need("wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-         "--timeout", "10s", "--latency", "-H", "Accept-Encoding: gzip", url],
+         "--timeout", "10s", "--latency", "-H", "Accept-Encoding: gzip", *close, url],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout  # fmt: skip
 

@@ -52,6 +52,10 @@ def summarize(r: dict) -> list[dict]:
                    by[PGXQ]["wrk_c1"]["p50_ms"]))  # fmt: skip
     out.append(row(f"/metrics p99, 1 client, {rows}", by[OURS]["wrk_c1"]["p99_ms"], "ms", PGX,
                    by[PGX]["wrk_c1"]["p99_ms"]))  # fmt: skip
+    if "wrk_c1_new_connections" in by[OURS]:
+        fresh = by[OURS]["wrk_c1_new_connections"]["p50_ms"]
+        out.append(row(f"/metrics median, 1 client, a new connection per scrape, {rows}", fresh,
+                       "ms", PGX, pgx1))  # fmt: skip
     bb = r["probes"][BB]
     rps = by[OURS]["wrk_c200"]["rps"]
     out.append(row("/metrics throughput, 200 clients", rps, "req/s", BB, bb["wrk_c200"]["rps"],
@@ -159,25 +163,29 @@ def exporters_table(r: dict) -> str:
         lines.append(
             f"| probes | {label} | {_num(e['start_to_complete_s'])} | {e['series']} |"
             f" {_num(c1['p50_ms'])} | {_num(c1['p99_ms'])} | {_num(c200['rps'])} |"
-            f" {_num(c200['p99_ms'])} | {c200['errors']:.0f} | | | | {e['rss_mib']} |"
+            f" {_num(c200['p99_ms'])} | {c200['errors']:.0f} | | | {_num(e.get('cpu_s_per_min'))} |"
+            f" {e['rss_mib']} |"
         )
     return "\n".join(lines)
 
 
 def collectors_table(r: dict) -> str:
     lines = [
-        "| rows | indexes | collector | run ms | raw SQL ms | overhead | statements |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| rows | indexes | collector | run ms | raw SQL ms | overhead | statements |"
+        " reported by the running exporter, ms |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for n, size in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
+        reported = size["exporters"]["by"][OURS].get("self_reported_ms", {})
         for setup, cs in size["collectors"].items():
             for name, c in cs.items():
                 if "ms" not in c:
-                    lines.append(f"| {int(n):,} | {setup} | {name} | failed: {c['error']} ||||")
+                    lines.append(f"| {int(n):,} | {setup} | {name} | failed: {c['error']} |||||")
                     continue
+                own = _num(reported.get(name)) if setup == "doctor's indexes" else ""
                 lines.append(
                     f"| {int(n):,} | {setup} | {name} | {_num(c['ms'])} | {_num(c['raw_sql_ms'])}"
-                    f" | {c['overhead']:+.0%} | {c['statements']} |"
+                    f" | {c['overhead']:+.0%} | {c['statements']} | {own} |"
                 )
     return "\n".join(lines)
 
@@ -238,7 +246,10 @@ def render(r: dict) -> str:
             exporters_table(r),
             "",
             "Each collector's run (the exporter's session and transaction, medians) and the raw"
-            " SQL it sent replayed on a plain connection in one read-only transaction:",
+            " SQL it sent replayed on a plain connection in one read-only transaction; the last"
+            " column is `runbook_collector_duration_seconds` of the running exporter's last run"
+            " in the load window (one run, so noisier; it also counts any wait for the target's"
+            " connection):",
             "",
             collectors_table(r),
             "",

@@ -44,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNS_TOTAL = re.compile(
     r'^runbook_collector_runs_total\{[^}]*collector="(\w+)"[^}]*\} (\S+)$', re.M
 )
+DURATION = re.compile(
+    r'^runbook_collector_duration_seconds\{[^}]*collector="(\w+)"[^}]*\} (\S+)$', re.M
+)
 FAILING = re.compile(r'^runbook_collector_success\{[^}]*collector="(\w+)"[^}]*\} 0\.0$', re.M)
 PROBED = re.compile(r'^runbook_probe_requests_total\{[^}]*endpoint="([^"]+)"[^}]*\} ', re.M)
 MODES = {
@@ -88,6 +91,7 @@ def scrape_all(ps: list[procs.Proc]) -> dict[str, tuple[float, int]]:
         started = time.perf_counter()
         r = httpx.get(p.metrics_url, timeout=60)
         r.raise_for_status()
+        p.extra["last_body"] = r.text
         return (time.perf_counter() - started) * 1000, procs.samples(r.text)
 
     with ThreadPoolExecutor(len(ps)) as pool:
@@ -151,6 +155,7 @@ def measure_exporters(server, main_cfg, target, queries, workdir, opts) -> dict:
         body = httpx.get(ps[0].metrics_url).text
         failing = sorted(set(FAILING.findall(body)))
         load, elapsed = load_window(server, ps, opts.scrape_interval, opts.window)
+        load["last_body"] = ps[0].extra["last_body"]
         out = {"window_s": elapsed, "scrape_interval_s": opts.scrape_interval, "by": {}}
         for p in ps:
             p.alive()
@@ -159,7 +164,18 @@ def measure_exporters(server, main_cfg, target, queries, workdir, opts) -> dict:
                 **load[p.name],
                 **{f"wrk_c{c}": procs.wrk(p.metrics_url, c, opts.wrk_seconds) for c in CLIENTS},
             }
-        out["by"]["runbook-exporter"]["failing_collectors"] = failing
+        ours = out["by"]["runbook-exporter"]
+        ours["failing_collectors"] = failing
+        # each scrape on a new connection: the first request of a connection is not held by
+        # the delayed-ACK stall that keep-alive requests hit (docs/benchmarks.md)
+        ours["wrk_c1_new_connections"] = procs.wrk(
+            ps[0].metrics_url, 1, opts.wrk_seconds, keep_alive=False
+        )
+        # what the running exporter reports for its own last runs (includes any wait for the
+        # target's connection: issue 18 part 2)
+        ours["self_reported_ms"] = {
+            c: round(float(v) * 1000, 2) for c, v in DURATION.findall(load["last_body"])
+        }
         return out
     finally:
         for p in ps:

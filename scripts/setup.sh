@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd: systemd-analyze verify; pgbouncer: the transaction-mode pooler tests
-# (tests/test_pooler.py); postgresql-15 + postgresql-15-cron: the pg_cron tests
+# (tests/test_pooler.py); postgresql-15 + postgresql-15-cron: the pg_cron tests;
+# prometheus-postgres-exporter, prometheus-blackbox-exporter, wrk: bench/compare (its smoke
+# mode runs in CI: tests/test_bench_compare.py)
 APT_PACKAGES=(prometheus prometheus-alertmanager python3-venv systemd pgbouncer postgresql-15
-  postgresql-15-cron)
+  postgresql-15-cron prometheus-postgres-exporter prometheus-blackbox-exporter wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

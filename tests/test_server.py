@@ -608,3 +608,17 @@ def test_post_reload_reloads_the_real_exporter(start, tmp_path):
     while "runbook_config_last_reload_successful 0.0" not in httpx.get(url(srv)).text:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_accepted_connections_send_without_waiting_for_the_clients_ack(start):
+    """TCP_NODELAY on every accepted TCP connection: without it (asyncio sets it only for
+    sockets created with proto IPPROTO_TCP) a keep-alive scrape waited 40 ms for the client's
+    delayed ACK (bench/compare: 44 ms median at one client, 0.13 ms with it)."""
+    srv = start()
+    with httpx.Client() as client:
+        assert client.get(url(srv)).status_code == 200  # the connection stays open
+        conns = list(srv.conns)
+        assert conns
+        for conn in conns:
+            sock = conn.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

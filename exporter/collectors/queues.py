@@ -224,7 +224,7 @@ class Queues(Collector):
         self, conn: psycopg.AsyncConnection, i: int, kind: QueueKind, m: Member
     ) -> Reading:
         """One queue, checked in the catalog first when this connection has not checked it
-        yet."""
+        yet. The caller runs it under a savepoint and, on a schema error, calls recheck()."""
         checked = self._checked.setdefault(conn, set())
         key = (i, m.label)
         if key not in checked:
@@ -232,17 +232,21 @@ class Queues(Collector):
             if found:
                 raise QueueConfigError("; ".join(found))
             checked.add(key)
+        return await kind.measure(conn, m)
+
+    async def recheck(
+        self, conn: psycopg.AsyncConnection, i: int, kind: QueueKind, m: Member, error: Exception
+    ) -> str:
+        """The table changed since the check (dropped, renamed, grant revoked): check again, in
+        the transaction the caller's savepoint gave back, so the error names the config path
+        rather than the SQL."""
+        self._checked.setdefault(conn, set()).discard((i, m.label))
         try:
-            async with savepoint(conn):  # the check below runs in the same transaction
-                return await kind.measure(conn, m)
-        except _SCHEMA_ERRORS as e:
-            # the table changed since the check (dropped, renamed, grant revoked): check again
-            # so the error names the config path rather than the SQL
-            checked.discard(key)
-            found = await kind.check(conn, m)
-            if found:
-                raise QueueConfigError("; ".join(found)) from None
-            raise QueueConfigError(f"{kind.path}: {str(e).strip()}") from e
+            async with savepoint(conn):
+                found = await kind.check(conn, m)
+        except _QUEUE_ERRORS:
+            found = []
+        return "; ".join(found) if found else f"{kind.path}: {str(error).strip()}"
 
     async def collect(self, conn: psycopg.AsyncConnection) -> list[Metric]:
         target = self.target
@@ -259,7 +263,10 @@ class Queues(Collector):
 
         for i, kind in enumerate(self.kinds):
             try:
-                async with savepoint(conn):  # a failed item leaves the others their transaction
+                if kind.lists_members:
+                    async with savepoint(conn):  # a failed item leaves the others theirs
+                        members = await kind.members(conn)
+                else:
                     members = await kind.members(conn)
             except QueueConfigError as e:
                 failed(kind.item.label, str(e))
@@ -292,6 +299,10 @@ class Queues(Collector):
                     up.add_metric([target.name, m.label], 1)
                 except QueueConfigError as e:
                     failed(m.label, str(e))
+                except _SCHEMA_ERRORS as e:
+                    if conn.broken or conn.closed:
+                        raise
+                    failed(m.label, await self.recheck(conn, i, kind, m, e))
                 except _QUEUE_ERRORS as e:
                     if conn.broken or conn.closed:
                         raise

@@ -187,11 +187,16 @@ class QueueKind:
     `check` and `measure`; `members` expands an item that stands for several queues."""
 
     key: ClassVar[str]
+    # whether members() reads the database (a "*" item listing its queues): only then does the
+    # collector put it under a savepoint of its own, two round trips per item otherwise wasted
+    lists_members: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "key" in cls.__dict__:
             KINDS[cls.key] = cls
+        if "members" in cls.__dict__:
+            cls.lists_members = True
 
     def __init__(self, target: Target, item: Any) -> None:
         self.target = target

@@ -42,6 +42,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import jobs_table  # noqa: E402
 from bench.docblock import write_block  # noqa: E402
 from bench.queue_explain import plan_summary  # noqa: E402
 from exporter import doctor  # noqa: E402
@@ -52,37 +53,6 @@ from exporter.demo.pgserver import LocalPostgres  # noqa: E402
 DOC = ROOT / "docs" / "queues.md"
 START, END = "<!-- measured-scale:start -->", "<!-- measured-scale:end -->"
 
-TABLE = """
-CREATE TABLE {t} (
-    id            bigserial PRIMARY KEY,
-    status        text NOT NULL DEFAULT 'pending',
-    payload       jsonb,
-    error_message text,
-    retry_count   integer NOT NULL DEFAULT 0,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
-) WITH (autovacuum_enabled = off)
-"""
-# issue 18's shape; finished rows in id order over the last 30 days, active ones scattered
-FILL = """
-INSERT INTO {t} (status, payload, error_message, retry_count, created_at, updated_at)
-SELECT s.status, jsonb_build_object('file', 'doc-' || g || '.pdf', 'pages', g %% 40),
-       CASE WHEN s.status IN ('failed', 'dead') THEN 'OCR provider timed out' END,
-       CASE WHEN s.status = 'failed' THEN g %% 4 WHEN s.status = 'dead' THEN 3 ELSE 0 END,
-       s.at - interval '2 minutes', s.at
-FROM generate_series(1, %(n)s) g
-CROSS JOIN LATERAL (SELECT
-    CASE WHEN g %% %(pstep)s = 1 AND g / %(pstep)s < 300 THEN 'pending'
-         WHEN g %% %(qstep)s = 2 AND g / %(qstep)s < 60 THEN 'processing'
-         WHEN g %% 100 = 3 THEN 'failed'
-         WHEN g %% 1000 = 7 THEN 'dead'
-         ELSE 'completed' END AS status) s0
-CROSS JOIN LATERAL (SELECT s0.status,
-    CASE WHEN s0.status = 'pending' THEN now() - (g %% 600) * interval '1 second'
-         WHEN s0.status = 'processing' AND g / %(qstep)s < 10 THEN now() - interval '45 minutes'
-         WHEN s0.status = 'processing' THEN now() - interval '20 seconds'
-         ELSE now() - (%(n)s - g) * (interval '30 days' / %(n)s) END AS at) s
-"""
 # the previous release: its recommended indexes and its one active query
 OLD_INDEXES = (
     "CREATE INDEX {t}_old_active_idx ON {t} (status)"
@@ -152,10 +122,8 @@ async def timed(fn, runs: int) -> float:
 
 async def build(conn: psycopg.AsyncConnection, t: str, n: int) -> str:
     started = time.perf_counter()
-    await conn.execute(TABLE.format(t=t))
-    await conn.execute(
-        FILL.format(t=t), {"n": n, "pstep": n // 300, "qstep": n // 60}, prepare=False
-    )
+    await conn.execute(jobs_table.create_sql(t))
+    await conn.execute(jobs_table.fill_sql(t), jobs_table.fill_params(n), prepare=False)
     await conn.execute(f"VACUUM ANALYZE {t}")
     cur = await conn.execute(f"SELECT status, count(*) FROM {t} GROUP BY status ORDER BY status")
     counts = dict(await cur.fetchall())

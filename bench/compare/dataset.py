@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import jobs_table
 from exporter.demo.pgserver import LocalPostgres
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -32,39 +33,6 @@ SETTINGS = {
     "max_connections": "100",
 }
 
-JOBS = """
-CREATE TABLE jobs (
-    id            bigserial PRIMARY KEY,
-    status        text NOT NULL DEFAULT 'pending',
-    payload       jsonb,
-    error_message text,
-    retry_count   integer NOT NULL DEFAULT 0,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
-) WITH (autovacuum_enabled = off)
-"""
-# In id order: finished jobs over the last 30 days, 1 % failed and 0.1 % dead among them (the
-# history grows with the table, as in production), 300 pending and 60 processing (10 stuck)
-# scattered over the heap the way updates leave them.
-FILL = """
-INSERT INTO jobs (status, payload, error_message, retry_count, created_at, updated_at)
-SELECT s.status, jsonb_build_object('file', 'doc-' || g || '.pdf', 'pages', g %% 40),
-       CASE WHEN s.status IN ('failed', 'dead') THEN 'OCR provider timed out' END,
-       CASE WHEN s.status = 'failed' THEN g %% 4 WHEN s.status = 'dead' THEN 3 ELSE 0 END,
-       s.at - interval '2 minutes', s.at
-FROM generate_series(1, %(n)s) g
-CROSS JOIN LATERAL (SELECT
-    CASE WHEN g %% %(pstep)s = 1 AND g / %(pstep)s < %(pending)s THEN 'pending'
-         WHEN g %% %(qstep)s = 2 AND g / %(qstep)s < %(processing)s THEN 'processing'
-         WHEN g %% 1000 = 500 THEN 'dead'
-         WHEN g %% 100 = 3 THEN 'failed'
-         ELSE 'completed' END AS status) s0
-CROSS JOIN LATERAL (SELECT s0.status,
-    CASE WHEN s0.status = 'pending' THEN now() - (g %% 600) * interval '1 second'
-         WHEN s0.status = 'processing' AND g / %(qstep)s < 10 THEN now() - interval '45 minutes'
-         WHEN s0.status = 'processing' THEN now() - interval '20 seconds'
-         ELSE now() - (%(n)s - g) * (interval '30 days' / %(n)s) END AS at) s
-"""
 PENDING, PROCESSING = 300, 60
 
 
@@ -118,17 +86,10 @@ def build_jobs(server: Server, n: int) -> dict:
     started = time.perf_counter()
     with psycopg.connect(server.admin, autocommit=True) as c:
         c.execute("DROP TABLE IF EXISTS jobs")
-        c.execute(JOBS)
-        pending, processing = min(PENDING, n // 10), min(PROCESSING, n // 50)
+        c.execute(jobs_table.create_sql("jobs"))
         c.execute(
-            FILL,
-            {
-                "n": n,
-                "pending": pending,
-                "processing": processing,
-                "pstep": max(n // pending, 1),
-                "qstep": max(n // processing, 1),
-            },
+            jobs_table.fill_sql("jobs"),
+            jobs_table.fill_params(n, PENDING, PROCESSING),
             prepare=False,
         )
         c.execute("VACUUM ANALYZE jobs")
@@ -148,9 +109,9 @@ def build_small_queues(server: Server, names: list[str], rows: int = 1000) -> No
     with psycopg.connect(server.admin, autocommit=True) as c:
         for name in names:
             c.execute(f"DROP TABLE IF EXISTS {name}")
-            c.execute(JOBS.replace("jobs", name, 1))
+            c.execute(jobs_table.create_sql(name))
             c.execute(
-                FILL.replace("INTO jobs", f"INTO {name}"),
+                jobs_table.fill_sql(name),
                 {"n": rows, "pending": 20, "processing": 5, "pstep": rows // 20, "qstep": 10},
                 prepare=False,
             )

@@ -347,3 +347,21 @@ def _report_size(installed: Installed) -> Iterator[None]:
     yield
     size = installed.wheel.stat().st_size
     print(f"\nwheel: {installed.wheel.name}, {size / 1e3:.0f} kB")
+
+
+def test_dashboards_from_the_wheel_are_the_ones_the_dashboard_test_queries(
+    installed, tmp_path: Path
+):
+    """The installed package renders exactly the checked-in grafana/ (dashboards and
+    provisioning), whose every panel query tests/test_dashboards.py answers on a real
+    Prometheus: the wheel's dashboards pass that test by being the same files."""
+    out = tmp_path / "grafana"
+    r = installed.run("dashboards", "--provisioning", "--output", str(out))
+    assert r.returncode == 0, f"runbook-exporter dashboards --provisioning: {r.stderr}"
+    rendered = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    grafana = ROOT / "grafana"
+    shipped = {p.relative_to(grafana): p.read_bytes() for p in grafana.rglob("*") if p.is_file()}
+    assert rendered.keys() == shipped.keys()
+    assert all(rendered[k] == shipped[k] for k in shipped), [
+        str(k) for k in shipped if rendered[k] != shipped[k]
+    ]

@@ -65,6 +65,10 @@ BACKOFF_MAX = 2.0
 MAX_WAIT_SHARE = 0.5
 # after a failed attempt to open one more session, the pool keeps the sessions it has this long
 GROW_BACKOFF = 30.0
+# a session beyond the one most recently used that nobody needed for this long is closed: a burst
+# of overlapping runs (e.g. every collector waking after a reconnect) does not hold max_sessions
+# connections of a small plan's limit for ever
+IDLE_CLOSE = 300.0
 # the watchdog fires this much (at most 10 % of the budget) before the run's timeout, so the
 # run ends on its own terms before the scheduler cancels it
 WATCHDOG_MARGIN = 0.5
@@ -239,7 +243,8 @@ class TargetDB:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.max_sessions = max(1, target.max_sessions)
-        self._idle: list[psycopg.AsyncConnection] = []
+        self._idle: list[psycopg.AsyncConnection] = []  # oldest given back first
+        self._idle_since: dict[int, float] = {}  # id(session) -> monotonic time given back
         self._open = 0  # sessions idle, lent to a run, or being opened
         self._changed = asyncio.Condition()  # a session came back or a slot was freed
         self._grow_after = 0.0  # monotonic time before which the pool does not grow
@@ -332,6 +337,7 @@ class TargetDB:
                 while True:
                     while self._idle:
                         conn = self._idle.pop()
+                        self._idle_since.pop(id(conn), None)
                         if _usable(conn):
                             return conn
                         self._open -= 1
@@ -387,16 +393,36 @@ class TargetDB:
         return conn
 
     async def _release(self, conn: psycopg.AsyncConnection) -> None:
-        """Give a session back after a run that left it usable."""
+        """Give a session back after a run that left it usable; close the ones idle longer
+        than IDLE_CLOSE (never the last one)."""
+        stale: list[psycopg.AsyncConnection] = []
         async with self._changed:
             if self._closing or not _usable(conn):
                 self._open -= 1
                 await _close_quietly(conn)
             else:
                 self._idle.append(conn)
+                self._idle_since[id(conn)] = time.monotonic()
                 if self.up == 0:  # its run just talked to the server: the target answers
                     self._connected_now()
+                stale = self._take_stale()
             self._changed.notify()
+        for c in stale:
+            await _close_quietly(c)
+
+    def _take_stale(self) -> list[psycopg.AsyncConnection]:
+        """Idle sessions unused for IDLE_CLOSE, oldest first, keeping the newest (call with the
+        lock held). Runs take the newest idle session, so an extra one ages only when no two
+        runs overlap any more."""
+        now, stale = time.monotonic(), []
+        while (
+            len(self._idle) > 1 and now - self._idle_since.get(id(self._idle[0]), now) > IDLE_CLOSE
+        ):
+            conn = self._idle.pop(0)
+            self._idle_since.pop(id(conn), None)
+            self._open -= 1
+            stale.append(conn)
+        return stale
 
     def _usable(self) -> bool:
         return any(_usable(c) for c in self._idle)
@@ -460,6 +486,7 @@ class TargetDB:
                         return
                     self._open += 1
                     self._idle.append(conn)
+                    self._idle_since[id(conn)] = time.monotonic()
                     self._connected_now()
                     self._changed.notify()
                     return
@@ -476,7 +503,7 @@ class TargetDB:
             if not quiet:
                 closing += self._idle
                 self._open -= len(self._idle)
-                self._idle = []
+                self._idle, self._idle_since = [], {}
             self._changed.notify_all()
         for c in closing:
             # close() only sends Terminate and frees the socket: it does not wait on the server
@@ -504,7 +531,7 @@ class TargetDB:
             with suppress(asyncio.CancelledError):
                 await task
         async with self._changed:
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._idle_since = self._idle, [], {}
             self._open -= len(idle)
         for c in idle:
             await _close_quietly(c)

@@ -147,3 +147,55 @@ def test_the_control_one_session_per_target_holds_the_connections_collector_up(
     print("one session:", seen)
     assert seen["errors"] >= 2 and seen["failed"] >= 1, seen
     assert any("no free session within 0.5s" in r for r in seen["reasons"]), seen
+
+
+def test_sessions_idle_past_idle_close_are_closed_keeping_one(fresh_db, monkeypatch):
+    """Overlapping runs open up to max_sessions; once nobody needed the extra ones for
+    IDLE_CLOSE they are closed (the server sees them go), and the last one stays."""
+    import asyncio
+
+    import yaml
+
+    from exporter import db
+    from exporter.config import parse_config
+
+    monkeypatch.setattr(db, "IDLE_CLOSE", 0.3)
+    text = yaml.safe_dump({"targets": [{"name": "app", "dsn": fresh_db, "max_sessions": 3}]})
+    target = parse_config(text, "pool.yml").targets[0]
+
+    def server_sessions() -> int:
+        with psycopg.connect(fresh_db, autocommit=True) as c:
+            return c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'runbook-exporter'"
+            ).fetchone()[0]
+
+    async def main() -> tuple[int, int, int, int]:
+        pool = db.TargetDB(target)
+        try:
+
+            async def run(seconds: float) -> None:
+                async with pool.connection(10) as conn:
+                    await conn.execute(f"SELECT pg_sleep({seconds})")
+
+            await asyncio.gather(run(0.3), run(0.3), run(0.3))  # three at once: three sessions
+            opened, seen = pool.sessions, await asyncio.to_thread(server_sessions)
+            await asyncio.sleep(0.5)  # none of them used for longer than IDLE_CLOSE
+            await run(0)
+            left = 0
+            for _ in range(100):  # bounded: the closed sessions' backends exit at once
+                left = await asyncio.to_thread(server_sessions)
+                if left == 1:
+                    break
+                await asyncio.sleep(0.05)
+            return opened, seen, pool.sessions, left
+        finally:
+            await pool.close()
+
+    opened, seen, after, left = asyncio.run(main())
+    assert (opened, seen) == (3, 3)
+    assert (after, left) == (1, 1)
+    deadline = time.monotonic() + 5
+    while server_sessions() > 0 and time.monotonic() < deadline:  # bounded: the pool is closed
+        time.sleep(0.05)
+    assert server_sessions() == 0

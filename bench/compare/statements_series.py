@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,7 @@ def measure(opts: argparse.Namespace) -> dict:
     out: dict = {
         "command": opts.command,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_start": [round(x, 1) for x in os.getloadavg()],
         "versions": {
             "runbook-exporter": __version__,
             "postgres_exporter": procs.version("prometheus-postgres-exporter"),
@@ -234,7 +236,8 @@ def render(r: dict) -> str:
         f"pg_stat_statements held {r['entries_before_exporters']['app_role']:,} entries of the "
         f"app role and {r['entries_after_scrapes']['total']:,} in all after the scrapes "
         f"(the exporters' own statements and the bench's); {r['scrapes']} scrapes each, one "
-        "at a time.",
+        f"at a time; load average {', '.join(map(str, r['load_average_start']))} at the start "
+        "(2 cores shared with other work: the times move between runs, the counts do not).",
         "",
         f"| figure | {OURS} | {PGX} | ratio |",
         "|---|---:|---:|---:|",

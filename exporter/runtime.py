@@ -367,6 +367,12 @@ class Exporter(Collector):
     # --- Prometheus collector: only reads the store ------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        yield from merge(self.families())
+
+    def families(self) -> list[Metric]:
+        """Every family served, before families of one name are merged: the store's own family
+        objects stay the same between the runs of their job, so the render cache can reuse
+        their text (exporter/exposition.py)."""
         jobs, dbs = self.scheduler.jobs, self.dbs  # a reload rebinds these; read them once
         snap = self.store.snapshot()
         fams: list[Metric] = list(self._static)
@@ -405,7 +411,7 @@ class Exporter(Collector):
             # a failed run's old series are dropped, not served as if fresh (docs/metrics.md)
             fams.extend(st.last.families)
         fams.extend(f for f in own.values() if f.samples)
-        yield from merge(fams)
+        return fams
 
 
 def _changes(what: str, old: dict, new: dict, same) -> dict[str, int]:

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from exporter.config import parse_config
+from exporter.exposition import FamilyTexts
 from exporter.runtime import Exporter
 from exporter.scheduler import JobResult
 from exporter.server import NOFILE_CEILING, HTTPServer, Limits, parse_listen_address
@@ -119,14 +120,14 @@ def test_metrics_identical_to_the_registry_and_cached_until_the_store_changes(st
 def test_concurrent_scrapes_of_a_new_version_render_once(start, exporter, monkeypatch):
     srv = start(limits=Limits(max_connections=64))
     calls = []
-    real = generate_latest
+    real = FamilyTexts.render
 
-    def counting(registry):
+    def counting(self, families):
         calls.append(1)
         time.sleep(0.2)  # a slow render: every scrape below arrives while it runs
-        return real(registry)
+        return real(self, families)
 
-    monkeypatch.setattr("exporter.exposition.generate_latest", counting)
+    monkeypatch.setattr(FamilyTexts, "render", counting)
     put(exporter, 3)
     srv.cache._entry = None  # nothing cached: the first render must happen under the load
     results: list[bytes] = []

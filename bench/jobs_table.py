@@ -1,8 +1,8 @@
-"""The jobs table of issue 18's measurements, shared by bench/compare and bench/queue_scale.py:
-a hand-rolled queue table (runbook 000's columns) filled in id order with finished jobs over
-the last 30 days, 1 % failed and 0.1 % dead among them (the history grows with the table, as
-in production), a few hundred pending and some processing (10 of them stuck) scattered over
-the heap the way updates leave them."""
+"""The jobs table of the queue benchmarks: runbook 000's hand-rolled queue table (CREATE, also
+bench/queue_explain.py's) and issue 18's fill, shared by bench/compare and bench/queue_scale.py:
+in id order, finished jobs over the last 30 days, 1 % failed and 0.1 % dead among them (the
+history grows with the table, as in production), a few hundred pending and some processing (10
+of them stuck) scattered over the heap the way updates leave them."""
 
 from __future__ import annotations
 

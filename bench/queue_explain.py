@@ -31,6 +31,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import jobs_table  # noqa: E402
 from bench.docblock import write_block  # noqa: E402
 from exporter import doctor  # noqa: E402
 from exporter.collectors import queues as qc  # noqa: E402
@@ -40,17 +41,6 @@ from exporter.demo.pgserver import LocalPostgres  # noqa: E402
 DOC = ROOT / "docs" / "queues.md"
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
-TABLE = """
-CREATE TABLE {t} (
-    id            bigserial PRIMARY KEY,
-    status        text NOT NULL DEFAULT 'pending',
-    payload       jsonb,
-    error_message text,
-    retry_count   integer NOT NULL DEFAULT 0,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
-) WITH (autovacuum_enabled = off)
-"""
 # rows in id order, finished over the last 30 days; active rows scattered (step apart), the
 # way updates leave them: the worst case for heap fetches
 FILL = """
@@ -141,7 +131,7 @@ async def bench_size(dsn: str, n: int, runs: int) -> tuple[list[Row], list[str]]
         # flushed: the bench server commits asynchronously, this session as a default one does
         await conn.execute("SET synchronous_commit = on")
         started = time.perf_counter()
-        await conn.execute(TABLE.format(t=t))
+        await conn.execute(jobs_table.create_sql(t))
         await conn.execute(
             FILL.format(t=t),
             {"n": n, "pstep": n // 300, "qstep": n // 50},

@@ -280,7 +280,7 @@ class TargetDB:
         deadline = started + budget - min(WATCHDOG_MARGIN, budget * 0.1)
         try:
             # at most half the budget waiting, so a run that gets a session has time to run
-            conn = await self._acquire(started + budget * MAX_WAIT_SHARE, budget)
+            conn = await self._acquire(started + budget * MAX_WAIT_SHARE, budget, deadline)
         finally:
             if on_wait is not None:
                 on_wait(loop.time() - started)
@@ -328,9 +328,11 @@ class TargetDB:
 
     # --- taking and giving back sessions ---------------------------------------------
 
-    async def _acquire(self, deadline: float, budget: float) -> psycopg.AsyncConnection:
-        """An idle session, else a new one while fewer than max_sessions are open, else the
-        first one given back before `deadline`."""
+    async def _acquire(
+        self, deadline: float, budget: float, open_by: float
+    ) -> psycopg.AsyncConnection:
+        """An idle session, else a new one (opened by `open_by`) while fewer than max_sessions
+        are open, else the first one given back before `deadline`."""
         loop = asyncio.get_running_loop()
         while True:
             async with self._changed:
@@ -361,21 +363,32 @@ class TargetDB:
                             f"no free session within {budget * MAX_WAIT_SHARE:g}s: all"
                             f" {self._open} sessions of the target (max_sessions) were busy"
                         ) from None
-            conn = await self._open_session(first)
+            conn = await self._open_session(first, open_by, budget)
             if conn is not None:
                 return conn
             # one more session was refused: wait for one of the open ones instead
 
-    async def _open_session(self, first: bool) -> psycopg.AsyncConnection | None:
-        """Open the session whose slot the caller reserved. The first session (none worked
-        before) fails the way a lost target does: `up` 0 and the background reconnect; one
-        more beside working ones only makes the pool stop growing for a while (None)."""
+    async def _open_session(
+        self, first: bool, open_by: float, budget: float
+    ) -> psycopg.AsyncConnection | None:
+        """Open the session whose slot the caller reserved, giving up at `open_by` (a server
+        that accepts connections but never answers would otherwise hold the run until the
+        scheduler cuts it, with no reason). The first session (none worked before) fails the
+        way a lost target does: `up` 0 and the background reconnect; one more beside working
+        ones only makes the pool stop growing for a while (None)."""
         try:
-            conn = await (self._attempt() if first else open_connection(self.target))
+            async with asyncio.timeout_at(open_by):
+                conn = await (self._attempt() if first else open_connection(self.target))
         except BaseException as e:
             async with self._changed:
                 self._open -= 1
                 self._changed.notify()
+            if isinstance(e, TimeoutError):  # ours: the server did not answer in time
+                reason = f"no answer from the server within {budget:g}s opening a session"
+                self._grow_after = time.monotonic() + GROW_BACKOFF
+                if first:
+                    self._attempt_failed(reason)
+                raise TargetUnavailable(reason) from None
             if first or not isinstance(e, Exception):
                 raise
             self._grow_after = time.monotonic() + GROW_BACKOFF
@@ -430,20 +443,24 @@ class TargetDB:
     async def _attempt(self) -> psycopg.AsyncConnection:
         """One connection attempt; on failure `up` is 0, the background reconnect is scheduled,
         and the TargetUnavailable says why (never the password)."""
-        t = self.target
         try:
-            return await open_connection(t)
+            return await open_connection(self.target)
         except Exception as e:
-            self.up = 0
-            self.last_error = describe_error(e)
-            self._next_attempt = time.monotonic() + jittered(self._backoff)
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-            self._start_reconnect()
-            log.warning(
-                "cannot connect to target",
-                extra={"target": t.name, "dsn": t.safe_dsn(), "error": self.last_error},
-            )
+            self._attempt_failed(describe_error(e))
             raise TargetUnavailable(f"cannot connect: {self.last_error}") from None
+
+    def _attempt_failed(self, reason: str) -> None:
+        """`up` 0, the next attempt backed off, the background reconnect scheduled."""
+        t = self.target
+        self.up = 0
+        self.last_error = reason
+        self._next_attempt = time.monotonic() + jittered(self._backoff)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._start_reconnect()
+        log.warning(
+            "cannot connect to target",
+            extra={"target": t.name, "dsn": t.safe_dsn(), "error": reason},
+        )
 
     async def reconnected(self) -> None:
         """Completes when the next new session is installed (a job's wake, scheduler.Job)."""

@@ -199,3 +199,49 @@ def test_sessions_idle_past_idle_close_are_closed_keeping_one(fresh_db, monkeypa
     while server_sessions() > 0 and time.monotonic() < deadline:  # bounded: the pool is closed
         time.sleep(0.05)
     assert server_sessions() == 0
+
+
+def test_a_server_that_never_answers_fails_the_run_with_its_reason_in_time():
+    """A listener that takes the connection and never speaks (a frozen or overloaded server):
+    opening the session gives up before the run's own timeout, with the reason, and the
+    target is down with its background reconnect scheduled, rather than the run being cut
+    by the scheduler with only "timed out"."""
+    import asyncio
+    import socket
+
+    import yaml
+
+    from exporter import db
+    from exporter.config import parse_config
+
+    with socket.create_server(("127.0.0.1", 0), backlog=4) as silent:  # never accept()ed
+        port = silent.getsockname()[1]
+        text = yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "app",
+                        "dsn": f"postgresql://monitor@127.0.0.1:{port}/app",
+                        "collect_interval": "2s",
+                        "collect_timeout": "1s",
+                    }
+                ]
+            }
+        )
+        target = parse_config(text, "silent.yml").targets[0]
+
+        async def main() -> tuple[str, float, int, int]:
+            pool = db.TargetDB(target)
+            started = time.monotonic()
+            try:
+                async with pool.connection(1.0):
+                    raise AssertionError("a session from a server that never answered")
+            except db.TargetUnavailable as e:
+                return str(e), time.monotonic() - started, pool.up, pool.sessions
+            finally:
+                await pool.close()
+
+        reason, took, up, sessions = asyncio.run(main())
+    assert reason == "no answer from the server within 1s opening a session"
+    assert took < 1.0  # before the scheduler would cut the run at its 1 s timeout
+    assert (up, sessions) == (0, 0)

@@ -271,6 +271,7 @@ def test_errors_never_echo_values_under_secret_looking_keys():
     assert len(_shown(("a",), "x" * 500, "value_error")) < 100
 
 
+@pytest.mark.slow
 def test_size_bounds(tmp_path):
     big = tmp_path / "big.yml"
     big.write_text(BASE + "    junk: [" + ",".join(["1"] * 100_001) + "]\n")

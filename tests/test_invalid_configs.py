@@ -102,6 +102,7 @@ SUBPROCESS = [
 ]
 
 
+@pytest.mark.slow
 def test_real_command_line():
     procs = []
     for name in SUBPROCESS:

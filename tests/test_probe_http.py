@@ -72,6 +72,7 @@ def test_timeout_is_bounded_and_reason_timeout(server, run_exporter):
     assert s.value("runbook_probe_request_duration_seconds_bucket", endpoint="hang", le="0.25") == 0
 
 
+@pytest.mark.slow
 def test_slow_endpoint_latency_is_the_servers_delay(server, run_exporter):
     delay = 0.4
     server.routes["/slow"] = json_route(OK, delay=delay)
@@ -297,6 +298,7 @@ def test_consecutive_failures_count_up_and_reset_on_success(server, run_exporter
     assert 1 <= s.value("runbook_probe_consecutive_failures", app="web", endpoint="flaky") <= since
 
 
+@pytest.mark.slow
 def test_one_broken_endpoint_does_not_delay_the_others(server, run_exporter):
     server.routes["/hang"] = json_route(OK, delay=3.0)
     server.routes["/good"] = json_route(OK)

@@ -181,6 +181,7 @@ def test_yaml_level_errors_never_show_a_secret(secret_config, tmp_path, canary):
     assert_clean(str(e.value), canary, "the encoding error")
 
 
+@pytest.mark.slow
 def test_check_config_output_never_shows_a_secret(secret_config, tmp_path, canary):
     path = write(tmp_path, secret_config)
     ok = subprocess.run(

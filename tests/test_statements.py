@@ -117,6 +117,7 @@ def test_query_text_can_be_turned_off(fresh_db, run_exporter):
     assert s.labelsets("runbook_pg_statement_info") == []
 
 
+@pytest.mark.slow
 def test_database_without_extension(fresh_db, run_exporter, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     with psycopg.connect(fresh_db, autocommit=True) as c:
@@ -151,6 +152,7 @@ def test_database_without_extension(fresh_db, run_exporter, caplog):
     )
 
 
+@pytest.mark.slow
 def test_library_not_preloaded(run_exporter, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     with LocalPostgres(settings={"shared_preload_libraries": ""}, bin_dir=selected_bin_dir()) as pg:
